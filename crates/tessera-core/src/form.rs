@@ -1,0 +1,109 @@
+//! Strict parsing of `application/x-www-form-urlencoded` data (request bodies
+//! and query strings).
+//!
+//! Hand-written because the common parsers decode invalid UTF-8 lossily and
+//! merge or silently drop repeated names, while OAuth needs both to be errors:
+//! RFC 6749 §3.1 and §3.2 say request parameters MUST NOT be included more than once.
+
+use percent_encoding::percent_decode;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormError {
+    #[error("the form is not valid UTF-8 after percent-decoding")]
+    NotUtf8,
+    #[error("parameter '{0}' is repeated")]
+    Repeated(String),
+}
+
+/// The decoded name/value pairs of a form, in order.
+#[derive(Debug, Default, Clone)]
+pub struct FormParams(Vec<(String, String)>);
+
+impl FormParams {
+    pub fn parse(input: &[u8]) -> Result<Self, FormError> {
+        let mut pairs = Vec::new();
+        for part in input.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            let (name, value) = match part.iter().position(|&b| b == b'=') {
+                Some(i) => (&part[..i], &part[i + 1..]),
+                None => (part, &b""[..]),
+            };
+            pairs.push((decode(name)?, decode(value)?));
+        }
+        Ok(FormParams(pairs))
+    }
+
+    /// The single value of `name`. RFC 6749 §3.1: a parameter sent without a
+    /// value is treated as omitted; a repeated parameter is an error.
+    pub fn single(&self, name: &str) -> Result<Option<&str>, FormError> {
+        let mut found = None;
+        for (n, v) in &self.0 {
+            if n == name && !v.is_empty() {
+                if found.is_some() {
+                    return Err(FormError::Repeated(name.to_owned()));
+                }
+                found = Some(v.as_str());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every non-empty value of `name` (for checkbox lists).
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first name that appears with a value more than once, if any.
+    pub fn first_repeated(&self) -> Option<&str> {
+        let mut seen = std::collections::HashSet::new();
+        self.0
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .find(|(n, _)| !seen.insert(n.as_str()))
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+fn decode(raw: &[u8]) -> Result<String, FormError> {
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_decode(&plus_as_space)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| FormError::NotUtf8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_plus_and_percent() {
+        let form = FormParams::parse(b"a=b+c&d=%2F%20x&empty=").unwrap();
+        assert_eq!(form.single("a").unwrap(), Some("b c"));
+        assert_eq!(form.single("d").unwrap(), Some("/ x"));
+        assert_eq!(form.single("empty").unwrap(), None);
+        assert_eq!(form.single("missing").unwrap(), None);
+    }
+
+    #[test]
+    fn repeated_is_an_error() {
+        let form = FormParams::parse(b"a=1&a=2&b=1&b=").unwrap();
+        assert_eq!(form.single("a"), Err(FormError::Repeated("a".into())));
+        assert_eq!(form.single("b").unwrap(), Some("1"));
+        assert_eq!(form.first_repeated(), Some("a"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error() {
+        assert_eq!(FormParams::parse(b"a=%FF").unwrap_err(), FormError::NotUtf8);
+        assert_eq!(
+            FormParams::parse(b"a=\xff").unwrap_err(),
+            FormError::NotUtf8
+        );
+    }
+}

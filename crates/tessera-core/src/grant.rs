@@ -1,0 +1,231 @@
+//! Protocol decisions of the authorization and token endpoints, as pure
+//! functions over request data and stored records. The server fetches and
+//! stores; these functions decide.
+
+use crate::pkce::{CodeChallenge, PkceError};
+use crate::{
+    AuthorizationCode, AuthorizeError, Client, GrantType, RedirectUri, RefreshTokenRecord,
+    ScopeSet, TokenError, UnixTime,
+};
+
+/// The scope a client asked for, checked against what it may have.
+///
+/// RFC 6749 §3.3: without a `scope` parameter the client's registered scopes
+/// are the default. A scope outside the client's registration is refused
+/// rather than silently dropped, so a misconfigured client finds out at once.
+pub fn requested_scope(requested: Option<&str>, client: &Client) -> Result<ScopeSet, ScopeProblem> {
+    let Some(requested) = requested else {
+        return Ok(client.scopes.clone());
+    };
+    let scope = ScopeSet::parse(requested).map_err(|_| ScopeProblem::Malformed)?;
+    if !scope.is_subset_of(&client.scopes) {
+        return Err(ScopeProblem::NotAllowed);
+    }
+    Ok(scope)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeProblem {
+    Malformed,
+    NotAllowed,
+}
+
+impl ScopeProblem {
+    pub fn description(self) -> &'static str {
+        match self {
+            ScopeProblem::Malformed => "scope is malformed",
+            ScopeProblem::NotAllowed => "scope includes a scope this client may not request",
+        }
+    }
+}
+
+impl From<ScopeProblem> for TokenError {
+    fn from(problem: ScopeProblem) -> Self {
+        TokenError::InvalidScope(problem.description())
+    }
+}
+
+impl From<ScopeProblem> for AuthorizeError {
+    fn from(problem: ScopeProblem) -> Self {
+        AuthorizeError::InvalidScope(problem.description())
+    }
+}
+
+/// The parameters of an authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3),
+/// each already checked for repetition.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AuthorizationParams<'a> {
+    pub response_type: Option<&'a str>,
+    pub redirect_uri: Option<&'a str>,
+    pub scope: Option<&'a str>,
+    pub state: Option<&'a str>,
+    pub code_challenge: Option<&'a str>,
+    pub code_challenge_method: Option<&'a str>,
+}
+
+/// What an authorization request may go on with once it passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidatedAuthorization {
+    pub redirect_uri: RedirectUri,
+    pub redirect_uri_in_request: bool,
+    pub scope: ScopeSet,
+    pub code_challenge: Option<CodeChallenge>,
+}
+
+/// Why the redirect URI cannot be trusted: shown on a page, never redirected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UntrustedRedirect {
+    Missing,
+    NotRegistered,
+}
+
+/// Resolves the redirect URI of an authorization request. RFC 9700 §4.1.3:
+/// exact string match against a registered URI; RFC 6749 §3.1.2.3: it may be
+/// omitted only when exactly one is registered.
+pub fn resolve_redirect_uri(
+    client: &Client,
+    requested: Option<&str>,
+) -> Result<(RedirectUri, bool), UntrustedRedirect> {
+    match requested {
+        Some(requested) => client
+            .registered_redirect_uri(requested)
+            .map(|uri| (uri.clone(), true))
+            .ok_or(UntrustedRedirect::NotRegistered),
+        None => match client.redirect_uris.as_slice() {
+            [only] => Ok((only.clone(), false)),
+            _ => Err(UntrustedRedirect::Missing),
+        },
+    }
+}
+
+/// Validates an authorization-code request whose client and redirect URI are
+/// already trusted; errors here are redirected to that URI (RFC 6749 §4.1.2.1).
+pub fn validate_code_request(
+    client: &Client,
+    params: &AuthorizationParams<'_>,
+) -> Result<CodeRequest, AuthorizeError> {
+    match params.response_type {
+        None => return Err(AuthorizeError::InvalidRequest("response_type is required")),
+        Some("code") => {}
+        Some(_) => return Err(AuthorizeError::UnsupportedResponseType),
+    }
+    if !client.allows_grant(GrantType::AuthorizationCode) {
+        return Err(AuthorizeError::UnauthorizedClient(
+            "this client is not registered for the authorization_code grant",
+        ));
+    }
+    let code_challenge = match (params.code_challenge, params.code_challenge_method) {
+        (Some(challenge), method) => Some(CodeChallenge::parse_s256(challenge, method).map_err(
+            |problem| match problem {
+                PkceError::UnsupportedMethod => {
+                    AuthorizeError::InvalidRequest("code_challenge_method must be S256")
+                }
+                PkceError::MalformedChallenge => {
+                    AuthorizeError::InvalidRequest("code_challenge is malformed")
+                }
+            },
+        )?),
+        (None, Some(_)) => {
+            return Err(AuthorizeError::InvalidRequest(
+                "code_challenge_method without code_challenge",
+            ));
+        }
+        (None, None) => None,
+    };
+    // RFC 9700 §2.1.1: public clients MUST use PKCE.
+    if client.is_public() && code_challenge.is_none() {
+        return Err(AuthorizeError::InvalidRequest(
+            "code_challenge (PKCE with S256) is required for public clients",
+        ));
+    }
+    let scope = requested_scope(params.scope, client)?;
+    Ok(CodeRequest {
+        scope,
+        code_challenge,
+    })
+}
+
+/// The scope and PKCE challenge of a valid code request.
+#[derive(Debug, Clone)]
+pub struct CodeRequest {
+    pub scope: ScopeSet,
+    pub code_challenge: Option<CodeChallenge>,
+}
+
+/// Checks a consumed authorization code against the token request that
+/// presented it (RFC 6749 §4.1.3, RFC 7636 §4.6).
+pub fn check_code_redemption(
+    code: &AuthorizationCode,
+    client: &Client,
+    redirect_uri: Option<&str>,
+    code_verifier: Option<&str>,
+    now: UnixTime,
+) -> Result<(), TokenError> {
+    // RFC 6749 §4.1.3: the code must have been issued to the authenticated client.
+    if code.client_id != client.client_id {
+        return Err(TokenError::InvalidGrant(
+            "the code was issued to another client",
+        ));
+    }
+    if now.is_at_or_after(code.expires_at) {
+        return Err(TokenError::InvalidGrant("the code has expired"));
+    }
+    // RFC 6749 §4.1.3: redirect_uri must be identical to the one in the
+    // authorization request if it was included there.
+    match (code.redirect_uri_in_request, redirect_uri) {
+        (true, Some(given)) if given == code.redirect_uri.as_str() => {}
+        (true, _) => return Err(TokenError::InvalidGrant("redirect_uri does not match")),
+        (false, Some(given)) if given != code.redirect_uri.as_str() => {
+            return Err(TokenError::InvalidGrant("redirect_uri does not match"));
+        }
+        (false, _) => {}
+    }
+    match (&code.code_challenge, code_verifier) {
+        (Some(challenge), Some(verifier)) if challenge.is_satisfied_by(verifier) => Ok(()),
+        (Some(_), _) => Err(TokenError::InvalidGrant("PKCE verification failed")),
+        // RFC 9700 §2.1.1: a verifier for a code issued without a challenge
+        // signals a PKCE downgrade attempt.
+        (None, Some(_)) => Err(TokenError::InvalidGrant(
+            "code_verifier sent for a code issued without code_challenge",
+        )),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Checks a refresh token before rotation and returns the scope of the new
+/// access token (RFC 6749 §6).
+pub fn check_refresh(
+    record: &RefreshTokenRecord,
+    client: &Client,
+    requested_scope: Option<&str>,
+    now: UnixTime,
+) -> Result<ScopeSet, TokenError> {
+    // RFC 6749 §6: the refresh token must have been issued to this client.
+    if record.client_id != client.client_id {
+        return Err(TokenError::InvalidGrant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if now.is_at_or_after(record.expires_at) {
+        return Err(TokenError::InvalidGrant("the refresh token has expired"));
+    }
+    if !client.allows_grant(GrantType::RefreshToken) {
+        return Err(TokenError::UnauthorizedClient(
+            "this client is not registered for the refresh_token grant",
+        ));
+    }
+    match requested_scope {
+        None => Ok(record.scope.clone()),
+        Some(requested) => {
+            let scope = ScopeSet::parse(requested)
+                .map_err(|_| TokenError::InvalidScope("scope is malformed"))?;
+            // RFC 6749 §6: the scope may narrow, never widen, the original grant.
+            if !scope.is_subset_of(&record.scope) {
+                return Err(TokenError::InvalidScope(
+                    "scope exceeds the scope originally granted",
+                ));
+            }
+            Ok(scope)
+        }
+    }
+}

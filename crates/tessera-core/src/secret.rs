@@ -1,0 +1,224 @@
+//! Secrets: redacted in `Debug`, compared in constant time, stored only as hashes.
+
+use std::fmt;
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Constant-time equality of two byte strings (the length is not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// A high-entropy bearer value handed out once: a client secret, an
+/// authorization code, a refresh or opaque access token, a session id.
+/// Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerSecret(String);
+
+impl BearerSecret {
+    /// Encodes 32 random bytes (256 bits) as base64url without padding.
+    pub fn from_random_bytes(bytes: [u8; 32]) -> Self {
+        BearerSecret(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// Wraps a value received from a request.
+    pub fn received(value: impl Into<String>) -> Self {
+        BearerSecret(value.into())
+    }
+
+    /// The value, for the one response that hands it out.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BearerSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerSecret([redacted])")
+    }
+}
+
+/// A keyed hash (HMAC-SHA-256) of a secret, as stored in the database.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretHash(pub Vec<u8>);
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretHash(..)")
+    }
+}
+
+impl SecretHash {
+    /// Constant-time comparison with another hash.
+    pub fn matches(&self, other: &SecretHash) -> bool {
+        constant_time_eq(&self.0, &other.0)
+    }
+}
+
+/// Hashes server-generated secrets with a deployment-wide key.
+///
+/// The secrets hashed here carry 256 bits of entropy, so a fast keyed hash is
+/// as safe as a slow one and costs microseconds instead of the tens of
+/// milliseconds a password hash would add to every token request.
+#[derive(Clone)]
+pub struct SecretHasher {
+    key: hmac::Key,
+}
+
+impl fmt::Debug for SecretHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretHasher([redacted])")
+    }
+}
+
+impl SecretHasher {
+    pub fn new(key: &[u8]) -> Self {
+        SecretHasher {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+        }
+    }
+
+    /// The hash of `secret` under `purpose`, so that a value of one kind (say a
+    /// session id) can never be presented as another (say a refresh token).
+    pub fn hash(&self, purpose: Purpose, secret: &str) -> SecretHash {
+        let mut context = hmac::Context::with_key(&self.key);
+        context.update(purpose.label());
+        context.update(b"\0");
+        context.update(secret.as_bytes());
+        SecretHash(context.sign().as_ref().to_vec())
+    }
+
+    /// A CSRF token bound to a browser (or session) and to one pending request.
+    pub fn csrf_token(&self, binding: &str, request_id: &str) -> String {
+        let tag = self.hash(Purpose::Csrf, &format!("{binding}\0{request_id}"));
+        URL_SAFE_NO_PAD.encode(tag.0)
+    }
+
+    pub fn csrf_token_is_valid(&self, binding: &str, request_id: &str, presented: &str) -> bool {
+        constant_time_eq(
+            self.csrf_token(binding, request_id).as_bytes(),
+            presented.as_bytes(),
+        )
+    }
+}
+
+/// What a hashed secret is for; part of the hash input.
+#[derive(Debug, Clone, Copy)]
+pub enum Purpose {
+    ClientSecret,
+    AuthorizationCode,
+    RefreshToken,
+    AccessToken,
+    Session,
+    PendingAuthorization,
+    Csrf,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::ClientSecret => b"client-secret",
+            Purpose::AuthorizationCode => b"authorization-code",
+            Purpose::RefreshToken => b"refresh-token",
+            Purpose::AccessToken => b"access-token",
+            Purpose::Session => b"session",
+            Purpose::PendingAuthorization => b"pending-authorization",
+            Purpose::Csrf => b"csrf",
+        }
+    }
+}
+
+/// Argon2id password hashing (PHC string format) for resource owners.
+pub mod password {
+    use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+    use argon2::{Algorithm, Argon2, Params, Version};
+
+    fn argon2() -> Argon2<'static> {
+        // The OWASP-recommended Argon2id floor: 19 MiB, 2 passes, 1 lane.
+        let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("password hashing failed")]
+    pub struct HashingFailed;
+
+    /// Hashes `password` with a 16-byte salt supplied by the caller.
+    pub fn hash(password: &str, salt: [u8; 16]) -> Result<String, HashingFailed> {
+        let salt = SaltString::encode_b64(&salt).map_err(|_| HashingFailed)?;
+        argon2()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|_| HashingFailed)
+    }
+
+    /// Verifies `password` against a stored PHC string. A malformed stored hash
+    /// verifies nothing.
+    pub fn verify(password: &str, stored: &str) -> bool {
+        PasswordHash::new(stored).is_ok_and(|parsed| {
+            argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+    }
+
+    /// A valid hash of no one's password, verified against when a username is
+    /// unknown so that unknown users and wrong passwords take the same time.
+    pub fn decoy_hash() -> &'static str {
+        "$argon2id$v=19$m=19456,t=2,p=1$dGVzc2VyYWRlY295c2FsdA$3XG/NXCVmfAHgbyCGmDUGgzYRAn9y7PQSSSxNx3H7vo"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let secret = BearerSecret::received("hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn hashes_differ_by_purpose_and_key() {
+        let a = SecretHasher::new(b"key-a");
+        let b = SecretHasher::new(b"key-b");
+        let s = "value";
+        assert!(
+            a.hash(Purpose::Session, s)
+                .matches(&a.hash(Purpose::Session, s))
+        );
+        assert!(
+            !a.hash(Purpose::Session, s)
+                .matches(&a.hash(Purpose::RefreshToken, s))
+        );
+        assert!(
+            !a.hash(Purpose::Session, s)
+                .matches(&b.hash(Purpose::Session, s))
+        );
+    }
+
+    #[test]
+    fn csrf_tokens_are_bound() {
+        let h = SecretHasher::new(b"k");
+        let token = h.csrf_token("browser", "req");
+        assert!(h.csrf_token_is_valid("browser", "req", &token));
+        assert!(!h.csrf_token_is_valid("other", "req", &token));
+        assert!(!h.csrf_token_is_valid("browser", "req2", &token));
+    }
+
+    #[test]
+    fn passwords() {
+        let stored = password::hash("correct horse", [7; 16]).unwrap();
+        assert!(stored.starts_with("$argon2id$"));
+        assert!(password::verify("correct horse", &stored));
+        assert!(!password::verify("wrong", &stored));
+        assert!(!password::verify("x", "not a hash"));
+        // The decoy must be a well-formed hash so that verifying against it costs
+        // as much as a real verification.
+        assert!(argon2::password_hash::PasswordHash::new(password::decoy_hash()).is_ok());
+    }
+}

@@ -1,0 +1,131 @@
+-- Tessera's schema on SQLite. Times are Unix seconds; secrets are stored only
+-- as keyed hashes (BLOB).
+
+CREATE TABLE server_secrets (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+
+CREATE TABLE tenants (
+    id                     INTEGER PRIMARY KEY,
+    name                   TEXT NOT NULL UNIQUE,
+    access_token_ttl       INTEGER NOT NULL,
+    refresh_token_ttl      INTEGER NOT NULL,
+    authorization_code_ttl INTEGER NOT NULL,
+    created_at             INTEGER NOT NULL
+);
+
+CREATE TABLE signing_keys (
+    kid           TEXT PRIMARY KEY,
+    tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    private_pkcs8 BLOB NOT NULL,
+    public_jwk    TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    retire_at     INTEGER
+);
+CREATE INDEX signing_keys_tenant ON signing_keys(tenant_id);
+
+CREATE TABLE scopes (
+    tenant_id   INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+
+CREATE TABLE clients (
+    client_id     TEXT PRIMARY KEY,
+    tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    secret_hash   BLOB,
+    auth_method   TEXT NOT NULL,
+    grant_types   TEXT NOT NULL,   -- space-separated
+    redirect_uris TEXT NOT NULL,   -- JSON array
+    audiences     TEXT NOT NULL,   -- JSON array
+    token_format  TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE INDEX clients_tenant ON clients(tenant_id);
+
+-- The scopes a client may be granted; deleting a scope removes it here too.
+CREATE TABLE client_scopes (
+    client_id TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    tenant_id INTEGER NOT NULL,
+    scope     TEXT NOT NULL,
+    PRIMARY KEY (client_id, scope),
+    FOREIGN KEY (tenant_id, scope) REFERENCES scopes(tenant_id, name) ON DELETE CASCADE
+);
+
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    username      TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    UNIQUE (tenant_id, username)
+);
+
+CREATE TABLE pending_authorizations (
+    id_hash                 BLOB PRIMARY KEY,
+    tenant_id               INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    client_id               TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    redirect_uri            TEXT NOT NULL,
+    redirect_uri_in_request INTEGER NOT NULL,
+    scope                   TEXT NOT NULL,
+    state                   TEXT,
+    code_challenge          TEXT,
+    expires_at              INTEGER NOT NULL
+);
+
+CREATE TABLE sessions (
+    id_hash    BLOB PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    auth_time  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE authorization_codes (
+    code_hash               BLOB PRIMARY KEY,
+    tenant_id               INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    client_id               TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    user_id                 TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    redirect_uri            TEXT NOT NULL,
+    redirect_uri_in_request INTEGER NOT NULL,
+    scope                   TEXT NOT NULL,
+    code_challenge          TEXT,
+    auth_time               INTEGER NOT NULL,
+    expires_at              INTEGER NOT NULL,
+    family_id               TEXT NOT NULL,
+    used_at                 INTEGER
+);
+
+CREATE TABLE refresh_tokens (
+    token_hash BLOB PRIMARY KEY,
+    family_id  TEXT NOT NULL,
+    tenant_id  INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    client_id  TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    user_id    TEXT REFERENCES users(id) ON DELETE CASCADE,
+    scope      TEXT NOT NULL,
+    auth_time  INTEGER,
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER,
+    revoked_at INTEGER
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
+
+CREATE TABLE access_tokens (
+    token_hash BLOB PRIMARY KEY,
+    jti        TEXT NOT NULL,
+    tenant_id  INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    client_id  TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    user_id    TEXT REFERENCES users(id) ON DELETE CASCADE,
+    scope      TEXT NOT NULL,
+    audiences  TEXT NOT NULL,
+    auth_time  INTEGER,
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    family_id  TEXT,
+    revoked_at INTEGER
+);
+CREATE INDEX access_tokens_family ON access_tokens(family_id);

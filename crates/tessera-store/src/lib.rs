@@ -1,0 +1,168 @@
+//! Storage for Tessera: the [`Store`] trait the server depends on, and its
+//! SQLite implementation.
+//!
+//! Architecture invariant: nothing here decides protocol questions. The store
+//! offers atomic primitives (consume a code once, rotate a refresh token once)
+//! and the server and `tessera-core` decide what they mean.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use tessera_core::secret::SecretHash;
+use tessera_core::{
+    AuthorizationCode, Client, Lifetimes, OpaqueAccessToken, PendingAuthorization,
+    RefreshTokenRecord, ScopeDefinition, Session, SigningKeyRecord, Tenant, TenantId, TenantName,
+    UnixTime, User,
+};
+
+pub use sqlite::SqliteStore;
+
+/// Failures of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (a tenant or username that exists).
+    #[error("already exists")]
+    Conflict,
+    /// A referenced record (such as a tenant) does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The database cannot be reached or is too busy right now.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; the cause is for the logs only.
+    #[error("storage failure: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The outcome of presenting a refresh token for rotation.
+#[derive(Debug)]
+pub enum Rotation {
+    /// The token was valid and unused; it is now marked used and `new` stored.
+    Rotated,
+    /// The token had already been used or its family revoked: reuse.
+    /// The whole family has now been revoked (RFC 9700 §4.14.2).
+    Reused,
+}
+
+/// The outcome of presenting an authorization code.
+#[derive(Debug)]
+pub enum CodeRedemption {
+    /// First use: the code is now marked used.
+    First(AuthorizationCode),
+    /// The code was used before; the family its first use started has now been
+    /// revoked (RFC 6749 §4.1.2).
+    Replayed,
+    Unknown,
+}
+
+/// Everything the server keeps. One implementation per database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database is reachable.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// The deployment-wide secret named `name`, created from `generate` the
+    /// first time it is asked for.
+    async fn server_secret(&self, name: &str, generate: Vec<u8>) -> StoreResult<Vec<u8>>;
+
+    // Tenants and their keys.
+    async fn create_tenant(
+        &self,
+        name: &TenantName,
+        lifetimes: Lifetimes,
+        first_key: SigningKeyRecord,
+        now: UnixTime,
+    ) -> StoreResult<Tenant>;
+    async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>>;
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
+    /// Deletes a tenant and everything in it. Returns false if it did not exist.
+    async fn delete_tenant(&self, name: &str) -> StoreResult<bool>;
+
+    /// Makes `new_key` the tenant's signing key; the previous current key stays
+    /// published until `retire_previous_at`.
+    async fn rotate_signing_key(
+        &self,
+        tenant: TenantId,
+        new_key: SigningKeyRecord,
+        retire_previous_at: UnixTime,
+    ) -> StoreResult<()>;
+    /// Keys still published at `now`, newest first; the first one signs.
+    async fn published_keys(
+        &self,
+        tenant: TenantId,
+        now: UnixTime,
+    ) -> StoreResult<Vec<SigningKeyRecord>>;
+
+    // Scopes.
+    /// Creates or updates a scope definition.
+    async fn put_scope(&self, tenant: TenantId, scope: &ScopeDefinition) -> StoreResult<()>;
+    /// Creates a scope definition with an empty description unless it exists.
+    async fn ensure_scope(&self, tenant: TenantId, scope: &tessera_core::Scope) -> StoreResult<()>;
+    async fn list_scopes(&self, tenant: TenantId) -> StoreResult<Vec<ScopeDefinition>>;
+    async fn delete_scope(&self, tenant: TenantId, name: &str) -> StoreResult<bool>;
+
+    // Clients.
+    async fn create_client(&self, client: &Client) -> StoreResult<()>;
+    async fn client(&self, tenant: TenantId, client_id: &str) -> StoreResult<Option<Client>>;
+    async fn list_clients(&self, tenant: TenantId) -> StoreResult<Vec<Client>>;
+    async fn delete_client(&self, tenant: TenantId, client_id: &str) -> StoreResult<bool>;
+
+    // Users.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn user_by_username(&self, tenant: TenantId, username: &str)
+    -> StoreResult<Option<User>>;
+    async fn user_by_id(&self, tenant: TenantId, id: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self, tenant: TenantId) -> StoreResult<Vec<User>>;
+    async fn delete_user(&self, tenant: TenantId, username: &str) -> StoreResult<bool>;
+
+    // The browser side of the authorization endpoint.
+    async fn put_pending_authorization(&self, pending: &PendingAuthorization) -> StoreResult<()>;
+    async fn pending_authorization(
+        &self,
+        tenant: TenantId,
+        id_hash: &SecretHash,
+        now: UnixTime,
+    ) -> StoreResult<Option<PendingAuthorization>>;
+    /// Removes a pending authorization; true only for the one caller that
+    /// removed it, so a double-submitted consent issues one code.
+    async fn take_pending_authorization(
+        &self,
+        tenant: TenantId,
+        id_hash: &SecretHash,
+    ) -> StoreResult<bool>;
+    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+    async fn session(
+        &self,
+        tenant: TenantId,
+        id_hash: &SecretHash,
+        now: UnixTime,
+    ) -> StoreResult<Option<Session>>;
+
+    // Codes and tokens.
+    async fn put_authorization_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
+    /// Atomically marks the code used. RFC 6749 §4.1.2: single use, even under
+    /// concurrent redemption.
+    async fn redeem_authorization_code(
+        &self,
+        tenant: TenantId,
+        code_hash: &SecretHash,
+        now: UnixTime,
+    ) -> StoreResult<CodeRedemption>;
+    async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> StoreResult<()>;
+    async fn refresh_token(
+        &self,
+        tenant: TenantId,
+        token_hash: &SecretHash,
+    ) -> StoreResult<Option<RefreshTokenRecord>>;
+    /// Atomically marks `old` used and stores `new` in the same family, or, when
+    /// `old` was already used or revoked, revokes the family.
+    async fn rotate_refresh_token(
+        &self,
+        old: &RefreshTokenRecord,
+        new: &RefreshTokenRecord,
+        now: UnixTime,
+    ) -> StoreResult<Rotation>;
+    async fn put_opaque_access_token(&self, token: &OpaqueAccessToken) -> StoreResult<()>;
+}

@@ -1,0 +1,782 @@
+//! The SQLite implementation of [`Store`]: one file, WAL journal, embedded
+//! migrations. Single use of codes and refresh tokens rests on conditional
+//! `UPDATE`s, which SQLite serialises, never on read-then-write.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use tessera_core::pkce::CodeChallenge;
+use tessera_core::secret::SecretHash;
+use tessera_core::{
+    AuthorizationCode, Client, ClientId, Lifetimes, OpaqueAccessToken, PendingAuthorization,
+    RedirectUri, RefreshTokenRecord, Scope, ScopeDefinition, ScopeSet, Session, SigningKeyRecord,
+    Tenant, TenantId, TenantName, UnixTime, User,
+};
+
+use crate::{CodeRedemption, Rotation, Store, StoreError, StoreResult};
+
+/// Tessera's storage in one SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                StoreError::Unavailable(error.to_string())
+            }
+            // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout: try again later.
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5") | Some("6")) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            _ => StoreError::Internal(error.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Internal(error.to_string())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` — `sqlite://relative/path`
+    /// or `sqlite:///absolute/path` — and applies the embedded migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("invalid database URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL loses nothing on a process crash (kill -9); only
+            // a power loss can drop the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn scope_set(text: &str) -> ScopeSet {
+    // Stored scopes were validated on the way in.
+    ScopeSet::parse(text).unwrap_or_default()
+}
+
+fn json_strings(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn to_json(values: &[String]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
+    let name: String = row.try_get("name")?;
+    Ok(Tenant {
+        id: TenantId(row.try_get("id")?),
+        name: TenantName::parse(&name).map_err(|e| StoreError::Internal(e.to_string()))?,
+        lifetimes: Lifetimes {
+            access_token: row.try_get("access_token_ttl")?,
+            refresh_token: row.try_get("refresh_token_ttl")?,
+            authorization_code: row.try_get("authorization_code_ttl")?,
+        },
+        created_at: UnixTime(row.try_get("created_at")?),
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> StoreResult<SigningKeyRecord> {
+    Ok(SigningKeyRecord {
+        kid: row.try_get("kid")?,
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        private_pkcs8: row.try_get("private_pkcs8")?,
+        public_jwk: row.try_get("public_jwk")?,
+        created_at: UnixTime(row.try_get("created_at")?),
+        retire_at: row.try_get::<Option<i64>, _>("retire_at")?.map(UnixTime),
+    })
+}
+
+fn client_from_row(row: &SqliteRow) -> StoreResult<Client> {
+    let parse_err = |e: tessera_core::model::UnknownValue| StoreError::Internal(e.to_string());
+    let grant_types: String = row.try_get("grant_types")?;
+    let scopes: Option<String> = row.try_get("scopes")?;
+    Ok(Client {
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        client_id: ClientId::new(row.try_get::<String, _>("client_id")?),
+        name: row.try_get("name")?,
+        secret_hash: row
+            .try_get::<Option<Vec<u8>>, _>("secret_hash")?
+            .map(SecretHash),
+        auth_method: row
+            .try_get::<String, _>("auth_method")?
+            .parse()
+            .map_err(parse_err)?,
+        grant_types: grant_types
+            .split(' ')
+            .filter(|g| !g.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(parse_err)?,
+        redirect_uris: json_strings(&row.try_get::<String, _>("redirect_uris")?)
+            .into_iter()
+            .map(RedirectUri::from_stored)
+            .collect(),
+        scopes: scope_set(scopes.as_deref().unwrap_or("")),
+        audiences: json_strings(&row.try_get::<String, _>("audiences")?),
+        token_format: row
+            .try_get::<String, _>("token_format")?
+            .parse()
+            .map_err(parse_err)?,
+        created_at: UnixTime(row.try_get("created_at")?),
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: UnixTime(row.try_get("created_at")?),
+    })
+}
+
+fn code_from_row(row: &SqliteRow) -> StoreResult<AuthorizationCode> {
+    Ok(AuthorizationCode {
+        code_hash: SecretHash(row.try_get("code_hash")?),
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        client_id: ClientId::new(row.try_get::<String, _>("client_id")?),
+        user_id: row.try_get("user_id")?,
+        redirect_uri: RedirectUri::from_stored(row.try_get("redirect_uri")?),
+        redirect_uri_in_request: row.try_get("redirect_uri_in_request")?,
+        scope: scope_set(&row.try_get::<String, _>("scope")?),
+        code_challenge: row
+            .try_get::<Option<String>, _>("code_challenge")?
+            .map(CodeChallenge::from_stored),
+        auth_time: UnixTime(row.try_get("auth_time")?),
+        expires_at: UnixTime(row.try_get("expires_at")?),
+        family_id: row.try_get("family_id")?,
+    })
+}
+
+fn refresh_from_row(row: &SqliteRow) -> StoreResult<RefreshTokenRecord> {
+    Ok(RefreshTokenRecord {
+        token_hash: SecretHash(row.try_get("token_hash")?),
+        family_id: row.try_get("family_id")?,
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        client_id: ClientId::new(row.try_get::<String, _>("client_id")?),
+        user_id: row.try_get("user_id")?,
+        scope: scope_set(&row.try_get::<String, _>("scope")?),
+        auth_time: row.try_get::<Option<i64>, _>("auth_time")?.map(UnixTime),
+        issued_at: UnixTime(row.try_get("issued_at")?),
+        expires_at: UnixTime(row.try_get("expires_at")?),
+    })
+}
+
+const CLIENT_SELECT: &str = "SELECT c.*, (SELECT group_concat(scope, ' ') FROM client_scopes cs \
+     WHERE cs.client_id = c.client_id) AS scopes FROM clients c";
+
+/// Revokes every refresh and access token of a family (RFC 9700 §4.14.2).
+async fn revoke_family(
+    conn: &mut sqlx::SqliteConnection,
+    family_id: &str,
+    now: UnixTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
+    )
+    .bind(now.0)
+    .bind(family_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE access_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
+    )
+    .bind(now.0)
+    .bind(family_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_key(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: TenantId,
+    key: &SigningKeyRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, tenant_id, private_pkcs8, public_jwk, created_at, retire_at) \
+         VALUES (?, ?, ?, ?, ?, NULL)",
+    )
+    .bind(&key.kid)
+    .bind(tenant.0)
+    .bind(&key.private_pkcs8)
+    .bind(&key.public_jwk)
+    .bind(key.created_at.0)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn server_secret(&self, name: &str, generate: Vec<u8>) -> StoreResult<Vec<u8>> {
+        sqlx::query("INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)")
+            .bind(name)
+            .bind(generate)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+
+    async fn create_tenant(
+        &self,
+        name: &TenantName,
+        lifetimes: Lifetimes,
+        first_key: SigningKeyRecord,
+        now: UnixTime,
+    ) -> StoreResult<Tenant> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO tenants (name, access_token_ttl, refresh_token_ttl, authorization_code_ttl, created_at) \
+             VALUES (?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(name.as_str())
+        .bind(lifetimes.access_token)
+        .bind(lifetimes.refresh_token)
+        .bind(lifetimes.authorization_code)
+        .bind(now.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let tenant = tenant_from_row(&row)?;
+        insert_key(&mut tx, tenant.id, &first_key).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
+        sqlx::query("SELECT * FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(tenant_from_row)
+            .transpose()
+    }
+
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        sqlx::query("SELECT * FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(tenant_from_row)
+            .collect()
+    }
+
+    async fn delete_tenant(&self, name: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM tenants WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        tenant: TenantId,
+        new_key: SigningKeyRecord,
+        retire_previous_at: UnixTime,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE signing_keys SET retire_at = ? WHERE tenant_id = ? AND retire_at IS NULL",
+        )
+        .bind(retire_previous_at.0)
+        .bind(tenant.0)
+        .execute(&mut *tx)
+        .await?;
+        insert_key(&mut tx, tenant, &new_key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn published_keys(
+        &self,
+        tenant: TenantId,
+        now: UnixTime,
+    ) -> StoreResult<Vec<SigningKeyRecord>> {
+        sqlx::query(
+            "SELECT * FROM signing_keys WHERE tenant_id = ? AND (retire_at IS NULL OR retire_at > ?) \
+             ORDER BY retire_at IS NOT NULL, created_at DESC, rowid DESC",
+        )
+        .bind(tenant.0)
+        .bind(now.0)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(key_from_row)
+        .collect()
+    }
+
+    async fn put_scope(&self, tenant: TenantId, scope: &ScopeDefinition) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO scopes (tenant_id, name, description) VALUES (?, ?, ?) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET description = excluded.description",
+        )
+        .bind(tenant.0)
+        .bind(scope.name.as_str())
+        .bind(&scope.description)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn ensure_scope(&self, tenant: TenantId, scope: &Scope) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO scopes (tenant_id, name, description) VALUES (?, ?, '')",
+        )
+        .bind(tenant.0)
+        .bind(scope.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_scopes(&self, tenant: TenantId) -> StoreResult<Vec<ScopeDefinition>> {
+        let rows =
+            sqlx::query("SELECT name, description FROM scopes WHERE tenant_id = ? ORDER BY name")
+                .bind(tenant.0)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get("name")?;
+                Ok(ScopeDefinition {
+                    name: Scope::parse(&name).map_err(|e| StoreError::Internal(e.to_string()))?,
+                    description: row.try_get("description")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_scope(&self, tenant: TenantId, name: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM scopes WHERE tenant_id = ? AND name = ?")
+            .bind(tenant.0)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn create_client(&self, client: &Client) -> StoreResult<()> {
+        let grant_types: Vec<&str> = client.grant_types.iter().map(|g| g.as_str()).collect();
+        let redirect_uris: Vec<String> = client
+            .redirect_uris
+            .iter()
+            .map(|u| u.as_str().to_owned())
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO clients (client_id, tenant_id, name, secret_hash, auth_method, grant_types, \
+             redirect_uris, audiences, token_format, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(client.client_id.as_str())
+        .bind(client.tenant_id.0)
+        .bind(&client.name)
+        .bind(client.secret_hash.as_ref().map(|h| h.0.clone()))
+        .bind(client.auth_method.as_str())
+        .bind(grant_types.join(" "))
+        .bind(to_json(&redirect_uris))
+        .bind(to_json(&client.audiences))
+        .bind(client.token_format.as_str())
+        .bind(client.created_at.0)
+        .execute(&mut *tx)
+        .await?;
+        for scope in client.scopes.iter() {
+            sqlx::query(
+                "INSERT OR IGNORE INTO scopes (tenant_id, name, description) VALUES (?, ?, '')",
+            )
+            .bind(client.tenant_id.0)
+            .bind(scope.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO client_scopes (client_id, tenant_id, scope) VALUES (?, ?, ?)")
+                .bind(client.client_id.as_str())
+                .bind(client.tenant_id.0)
+                .bind(scope.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn client(&self, tenant: TenantId, client_id: &str) -> StoreResult<Option<Client>> {
+        sqlx::query(&format!(
+            "{CLIENT_SELECT} WHERE c.tenant_id = ? AND c.client_id = ?"
+        ))
+        .bind(tenant.0)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(client_from_row)
+        .transpose()
+    }
+
+    async fn list_clients(&self, tenant: TenantId) -> StoreResult<Vec<Client>> {
+        sqlx::query(&format!(
+            "{CLIENT_SELECT} WHERE c.tenant_id = ? ORDER BY c.created_at, c.name"
+        ))
+        .bind(tenant.0)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(client_from_row)
+        .collect()
+    }
+
+    async fn delete_client(&self, tenant: TenantId, client_id: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM clients WHERE tenant_id = ? AND client_id = ?")
+            .bind(tenant.0)
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, username, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id)
+        .bind(user.tenant_id.0)
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(user.created_at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn user_by_username(
+        &self,
+        tenant: TenantId,
+        username: &str,
+    ) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE tenant_id = ? AND username = ?")
+            .bind(tenant.0)
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_id(&self, tenant: TenantId, id: &str) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.0)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn list_users(&self, tenant: TenantId) -> StoreResult<Vec<User>> {
+        sqlx::query("SELECT * FROM users WHERE tenant_id = ? ORDER BY username")
+            .bind(tenant.0)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn delete_user(&self, tenant: TenantId, username: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM users WHERE tenant_id = ? AND username = ?")
+            .bind(tenant.0)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn put_pending_authorization(&self, p: &PendingAuthorization) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO pending_authorizations (id_hash, tenant_id, client_id, redirect_uri, \
+             redirect_uri_in_request, scope, state, code_challenge, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&p.id_hash.0)
+        .bind(p.tenant_id.0)
+        .bind(p.client_id.as_str())
+        .bind(p.redirect_uri.as_str())
+        .bind(p.redirect_uri_in_request)
+        .bind(p.scope.to_string())
+        .bind(&p.state)
+        .bind(p.code_challenge.as_ref().map(|c| c.as_str()))
+        .bind(p.expires_at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_authorization(
+        &self,
+        tenant: TenantId,
+        id_hash: &SecretHash,
+        now: UnixTime,
+    ) -> StoreResult<Option<PendingAuthorization>> {
+        let row = sqlx::query(
+            "SELECT * FROM pending_authorizations WHERE id_hash = ? AND tenant_id = ? AND expires_at > ?",
+        )
+        .bind(&id_hash.0)
+        .bind(tenant.0)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(PendingAuthorization {
+            id_hash: SecretHash(row.try_get("id_hash")?),
+            tenant_id: TenantId(row.try_get("tenant_id")?),
+            client_id: ClientId::new(row.try_get::<String, _>("client_id")?),
+            redirect_uri: RedirectUri::from_stored(row.try_get("redirect_uri")?),
+            redirect_uri_in_request: row.try_get("redirect_uri_in_request")?,
+            scope: scope_set(&row.try_get::<String, _>("scope")?),
+            state: row.try_get("state")?,
+            code_challenge: row
+                .try_get::<Option<String>, _>("code_challenge")?
+                .map(CodeChallenge::from_stored),
+            expires_at: UnixTime(row.try_get("expires_at")?),
+        }))
+    }
+
+    async fn take_pending_authorization(
+        &self,
+        tenant: TenantId,
+        id_hash: &SecretHash,
+    ) -> StoreResult<bool> {
+        let result =
+            sqlx::query("DELETE FROM pending_authorizations WHERE id_hash = ? AND tenant_id = ?")
+                .bind(&id_hash.0)
+                .bind(tenant.0)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn create_session(&self, s: &Session) -> StoreResult<()> {
+        sqlx::query("INSERT INTO sessions (id_hash, tenant_id, user_id, auth_time, expires_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&s.id_hash.0)
+            .bind(s.tenant_id.0)
+            .bind(&s.user_id)
+            .bind(s.auth_time.0)
+            .bind(s.expires_at.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        tenant: TenantId,
+        id_hash: &SecretHash,
+        now: UnixTime,
+    ) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT * FROM sessions WHERE id_hash = ? AND tenant_id = ? AND expires_at > ?",
+        )
+        .bind(&id_hash.0)
+        .bind(tenant.0)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Session {
+            id_hash: SecretHash(row.try_get("id_hash")?),
+            tenant_id: TenantId(row.try_get("tenant_id")?),
+            user_id: row.try_get("user_id")?,
+            auth_time: UnixTime(row.try_get("auth_time")?),
+            expires_at: UnixTime(row.try_get("expires_at")?),
+        }))
+    }
+
+    async fn put_authorization_code(&self, c: &AuthorizationCode) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO authorization_codes (code_hash, tenant_id, client_id, user_id, redirect_uri, \
+             redirect_uri_in_request, scope, code_challenge, auth_time, expires_at, family_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.code_hash.0)
+        .bind(c.tenant_id.0)
+        .bind(c.client_id.as_str())
+        .bind(&c.user_id)
+        .bind(c.redirect_uri.as_str())
+        .bind(c.redirect_uri_in_request)
+        .bind(c.scope.to_string())
+        .bind(c.code_challenge.as_ref().map(|x| x.as_str()))
+        .bind(c.auth_time.0)
+        .bind(c.expires_at.0)
+        .bind(&c.family_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_authorization_code(
+        &self,
+        tenant: TenantId,
+        code_hash: &SecretHash,
+        now: UnixTime,
+    ) -> StoreResult<CodeRedemption> {
+        let mut tx = self.pool.begin().await?;
+        // RFC 6749 §4.1.2: single use, decided by one conditional UPDATE.
+        let first = sqlx::query(
+            "UPDATE authorization_codes SET used_at = ? \
+             WHERE code_hash = ? AND tenant_id = ? AND used_at IS NULL RETURNING *",
+        )
+        .bind(now.0)
+        .bind(&code_hash.0)
+        .bind(tenant.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match first {
+            Some(row) => CodeRedemption::First(code_from_row(&row)?),
+            None => {
+                let family: Option<String> = sqlx::query_scalar(
+                    "SELECT family_id FROM authorization_codes WHERE code_hash = ? AND tenant_id = ?",
+                )
+                .bind(&code_hash.0)
+                .bind(tenant.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match family {
+                    Some(family_id) => {
+                        // RFC 6749 §4.1.2: a replayed code revokes what it issued.
+                        revoke_family(&mut tx, &family_id, now).await?;
+                        CodeRedemption::Replayed
+                    }
+                    None => CodeRedemption::Unknown,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn put_refresh_token(&self, t: &RefreshTokenRecord) -> StoreResult<()> {
+        insert_refresh(&self.pool, t).await
+    }
+
+    async fn refresh_token(
+        &self,
+        tenant: TenantId,
+        token_hash: &SecretHash,
+    ) -> StoreResult<Option<RefreshTokenRecord>> {
+        sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = ? AND tenant_id = ?")
+            .bind(&token_hash.0)
+            .bind(tenant.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(refresh_from_row)
+            .transpose()
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: &RefreshTokenRecord,
+        new: &RefreshTokenRecord,
+        now: UnixTime,
+    ) -> StoreResult<Rotation> {
+        let mut tx = self.pool.begin().await?;
+        // RFC 9700 §4.14.2: rotation is single use; the write comes first so the
+        // transaction takes SQLite's write lock before it reads anything.
+        let used = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = ? \
+             WHERE token_hash = ? AND tenant_id = ? AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now.0)
+        .bind(&old.token_hash.0)
+        .bind(old.tenant_id.0)
+        .execute(&mut *tx)
+        .await?;
+        let outcome = if used.rows_affected() == 1 {
+            insert_refresh(&mut *tx, new).await?;
+            Rotation::Rotated
+        } else {
+            revoke_family(&mut tx, &old.family_id, now).await?;
+            Rotation::Reused
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn put_opaque_access_token(&self, t: &OpaqueAccessToken) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO access_tokens (token_hash, jti, tenant_id, client_id, user_id, scope, audiences, \
+             auth_time, issued_at, expires_at, family_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.token_hash.0)
+        .bind(&t.jti)
+        .bind(t.tenant_id.0)
+        .bind(t.client_id.as_str())
+        .bind(&t.user_id)
+        .bind(t.scope.to_string())
+        .bind(to_json(&t.audiences))
+        .bind(t.auth_time.map(|a| a.0))
+        .bind(t.issued_at.0)
+        .bind(t.expires_at.0)
+        .bind(&t.family_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn insert_refresh<'e, E>(executor: E, t: &RefreshTokenRecord) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, tenant_id, client_id, user_id, scope, \
+         auth_time, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&t.token_hash.0)
+    .bind(&t.family_id)
+    .bind(t.tenant_id.0)
+    .bind(t.client_id.as_str())
+    .bind(&t.user_id)
+    .bind(t.scope.to_string())
+    .bind(t.auth_time.map(|a| a.0))
+    .bind(t.issued_at.0)
+    .bind(t.expires_at.0)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
