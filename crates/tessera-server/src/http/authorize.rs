@@ -1,0 +1,352 @@
+//! The browser side: `GET {issuer}/authorize`, the login form, and the
+//! consent form (RFC 6749 §4.1.1–§4.1.2).
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use tessera_core::form::FormParams;
+use tessera_core::{Tenant, UnixTime};
+
+use super::TenantLookup;
+use super::body::read_form;
+use super::pages::{ConsentPage, LoginPage, ScopeLine, error_page, render};
+use crate::AppState;
+use crate::service::authorize::{
+    self as service, AuthorizeFailure, Decision, PageError, PendingView, SESSION_LIFETIME,
+};
+use crate::service::new_secret;
+
+const SESSION_COOKIE: &str = "tessera_session";
+/// Binds the login form's CSRF token to one browser before anyone logs in.
+const BROWSER_COOKIE: &str = "tessera_browser";
+
+/// What every page of one tenant needs to know.
+struct PageContext<'a> {
+    state: &'a AppState,
+    tenant: &'a Tenant,
+    issuer: String,
+    assets_url: String,
+}
+
+impl<'a> PageContext<'a> {
+    fn new(state: &'a AppState, tenant: &'a Tenant) -> Self {
+        PageContext {
+            state,
+            tenant,
+            issuer: state.issuer(&tenant.name),
+            assets_url: format!("{}/assets", state.public_url),
+        }
+    }
+
+    fn error(&self, error: PageError) -> Response {
+        error_page(self.tenant.name.as_str(), &self.assets_url, error)
+    }
+
+    /// `Set-Cookie` for a cookie scoped to this tenant's issuer path:
+    /// `HttpOnly`, `SameSite=Lax`, and `Secure` when served over https.
+    fn cookie(&self, name: &str, value: &str, max_age: i64) -> Option<HeaderValue> {
+        let path = url::Url::parse(&self.issuer)
+            .map(|u| format!("{}/", u.path().trim_end_matches('/')))
+            .unwrap_or_else(|_| "/".to_owned());
+        let secure = if self.state.public_url.starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        };
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+        ))
+        .ok()
+    }
+
+    fn login_page(
+        &self,
+        headers: &HeaderMap,
+        view: &PendingView,
+        request_id: &str,
+        failed: Option<&str>,
+    ) -> Response {
+        let (browser, new_cookie) = match cookie(headers, BROWSER_COOKIE) {
+            Some(existing) => (existing.to_owned(), None),
+            None => {
+                let fresh = new_secret().expose().to_owned();
+                let set = self.cookie(BROWSER_COOKIE, &fresh, SESSION_LIFETIME);
+                (fresh, set)
+            }
+        };
+        let csrf = self
+            .state
+            .hasher
+            .csrf_token(&format!("browser:{browser}"), request_id);
+        let action = format!("{}/login", self.issuer);
+        let page = LoginPage {
+            tenant_label: self.tenant.name.as_str(),
+            assets_url: &self.assets_url,
+            action: &action,
+            client_name: &view.client.name,
+            request_id,
+            csrf: &csrf,
+            username: failed.unwrap_or(""),
+            failed: failed.is_some(),
+        };
+        let status = if failed.is_some() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        };
+        let mut response = render(status, &page, None);
+        if let Some(set) = new_cookie {
+            response.headers_mut().append(header::SET_COOKIE, set);
+        }
+        response
+    }
+
+    fn consent_page(&self, session_id: &str, view: &PendingView, request_id: &str) -> Response {
+        let csrf = self
+            .state
+            .hasher
+            .csrf_token(&format!("session:{session_id}"), request_id);
+        let action = format!("{}/consent", self.issuer);
+        let page = ConsentPage {
+            tenant_label: self.tenant.name.as_str(),
+            assets_url: &self.assets_url,
+            action: &action,
+            client_name: &view.client.name,
+            request_id,
+            csrf: &csrf,
+            scopes: view
+                .scopes
+                .iter()
+                .map(|s| ScopeLine {
+                    name: s.name.to_string(),
+                    description: s.description.clone(),
+                })
+                .collect(),
+        };
+        // The consent form ends in a redirect to the client: allow that target.
+        render(
+            StatusCode::OK,
+            &page,
+            Some(&view.pending.redirect_uri.csp_source()),
+        )
+    }
+
+    /// The login page, or the consent page when the browser has a session.
+    async fn continue_with(
+        &self,
+        headers: &HeaderMap,
+        request_id: &str,
+        now: UnixTime,
+    ) -> Response {
+        let view = match service::pending(self.state, self.tenant, request_id, now).await {
+            Ok(view) => view,
+            Err(error) => return self.error(error),
+        };
+        if let Some(session_id) = cookie(headers, SESSION_COOKIE) {
+            match service::session(self.state, self.tenant, session_id, now).await {
+                Ok(Some(_)) => return self.consent_page(session_id, &view, request_id),
+                Ok(None) => {}
+                Err(error) => return self.error(error.into()),
+            }
+        }
+        self.login_page(headers, &view, request_id, None)
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, v)| *n == name && !v.is_empty())
+        .map(|(_, v)| v)
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(location) => {
+            let mut response = status.into_response();
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(),
+    }
+}
+
+async fn tenant_or_page(
+    state: &AppState,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Tenant, Response> {
+    let assets = format!("{}/assets", state.public_url);
+    super::tenant(state, path)
+        .await
+        .map_err(|lookup| match lookup {
+            TenantLookup::Unknown => error_page("Tessera", &assets, PageError::UnknownTenant),
+            TenantLookup::Unavailable => error_page("Tessera", &assets, PageError::Unavailable),
+        })
+}
+
+/// `GET {issuer}/authorize`.
+pub async fn authorize(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let now = super::now();
+    let tenant = match tenant_or_page(&state, path).await {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let page = PageContext::new(&state, &tenant);
+    let Ok(query) = FormParams::parse(uri.query().unwrap_or("").as_bytes()) else {
+        return page.error(PageError::MalformedQuery);
+    };
+    match service::begin(&state, &tenant, &query, now).await {
+        Ok(begun) => page.continue_with(&headers, &begun.request_id, now).await,
+        Err(AuthorizeFailure::Page(error)) => page.error(error),
+        Err(AuthorizeFailure::Redirect(error)) => redirect(
+            StatusCode::FOUND,
+            &service::error_location(&error, &page.issuer),
+        ),
+    }
+}
+
+/// `POST {issuer}/login`.
+pub async fn login(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let now = super::now();
+    let tenant = match tenant_or_page(&state, path).await {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let page = PageContext::new(&state, &tenant);
+    let Ok(form) = read_form(&headers, body).await else {
+        return page.error(PageError::MalformedQuery);
+    };
+    let (Ok(Some(request_id)), Ok(Some(csrf)), Ok(username), Ok(password)) = (
+        form.single("request"),
+        form.single("csrf"),
+        form.single("username"),
+        form.single("password"),
+    ) else {
+        return page.error(PageError::CsrfFailed);
+    };
+    let csrf_ok = cookie(&headers, BROWSER_COOKIE).is_some_and(|browser| {
+        state
+            .hasher
+            .csrf_token_is_valid(&format!("browser:{browser}"), request_id, csrf)
+    });
+    if !csrf_ok {
+        return page.error(PageError::CsrfFailed);
+    }
+    let view = match service::pending(&state, &tenant, request_id, now).await {
+        Ok(view) => view,
+        Err(error) => return page.error(error),
+    };
+    let (Some(username), Some(password)) = (username, password) else {
+        return page.login_page(&headers, &view, request_id, Some(username.unwrap_or("")));
+    };
+    match service::login(&state, &tenant, username, password, now).await {
+        Ok(Some(new_session)) => {
+            let location = format!(
+                "{}/consent?request={}",
+                page.issuer,
+                percent_encoding::utf8_percent_encode(
+                    request_id,
+                    percent_encoding::NON_ALPHANUMERIC
+                )
+            );
+            let mut response = redirect(StatusCode::SEE_OTHER, &location);
+            if let Some(set) = page.cookie(SESSION_COOKIE, &new_session.id, SESSION_LIFETIME) {
+                response.headers_mut().append(header::SET_COOKIE, set);
+            }
+            response
+        }
+        Ok(None) => page.login_page(&headers, &view, request_id, Some(username)),
+        Err(error) => page.error(error.into()),
+    }
+}
+
+/// `GET {issuer}/consent?request=...`: where the login form leads.
+pub async fn consent_page(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let now = super::now();
+    let tenant = match tenant_or_page(&state, path).await {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let page = PageContext::new(&state, &tenant);
+    let query = FormParams::parse(uri.query().unwrap_or("").as_bytes());
+    let Ok(Some(request_id)) = query
+        .as_ref()
+        .map(|q| q.single("request"))
+        .unwrap_or(Ok(None))
+    else {
+        return page.error(PageError::RequestExpired);
+    };
+    page.continue_with(&headers, request_id, now).await
+}
+
+/// `POST {issuer}/consent`: Allow (with the scopes left ticked) or Deny.
+pub async fn consent(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let now = super::now();
+    let tenant = match tenant_or_page(&state, path).await {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let page = PageContext::new(&state, &tenant);
+    let Ok(form) = read_form(&headers, body).await else {
+        return page.error(PageError::MalformedQuery);
+    };
+    let (Ok(Some(request_id)), Ok(Some(csrf)), Ok(decision)) = (
+        form.single("request"),
+        form.single("csrf"),
+        form.single("decision"),
+    ) else {
+        return page.error(PageError::CsrfFailed);
+    };
+    let Some(session_id) = cookie(&headers, SESSION_COOKIE) else {
+        return page.error(PageError::CsrfFailed);
+    };
+    if !state
+        .hasher
+        .csrf_token_is_valid(&format!("session:{session_id}"), request_id, csrf)
+    {
+        return page.error(PageError::CsrfFailed);
+    }
+    let session = match service::session(&state, &tenant, session_id, now).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return page.error(PageError::CsrfFailed),
+        Err(error) => return page.error(error.into()),
+    };
+    let decision = match decision {
+        Some("allow") => Decision::Allow(form.all("scope").collect()),
+        _ => Decision::Deny,
+    };
+    match service::decide(&state, &tenant, &session, request_id, decision, now).await {
+        Ok(location) => redirect(StatusCode::SEE_OTHER, &location),
+        Err(error) => page.error(error),
+    }
+}

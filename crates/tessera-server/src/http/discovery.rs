@@ -1,0 +1,111 @@
+//! Authorization server metadata (RFC 8414) and the JWK Set (RFC 7517).
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tessera_core::TokenError;
+
+use super::errors::token_error_response;
+use crate::AppState;
+use crate::service::ServiceError;
+
+#[derive(Serialize)]
+struct Metadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    scopes_supported: Vec<String>,
+    response_types_supported: [&'static str; 1],
+    response_modes_supported: [&'static str; 1],
+    grant_types_supported: [&'static str; 3],
+    token_endpoint_auth_methods_supported: [&'static str; 3],
+    code_challenge_methods_supported: [&'static str; 1],
+    authorization_response_iss_parameter_supported: bool,
+}
+
+/// RFC 8414 §3: served at `/.well-known/oauth-authorization-server/t/{tenant}`
+/// (path insertion) and under the issuer.
+pub async fn metadata(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let tenant = match super::tenant(&state, path).await {
+        Ok(tenant) => tenant,
+        Err(lookup) => return not_found_or(lookup),
+    };
+    let scopes = match state.store.list_scopes(tenant.id).await {
+        Ok(scopes) => scopes,
+        Err(error) => return token_error_response(ServiceError::from(error).into()),
+    };
+    let issuer = state.issuer(&tenant.name);
+    let metadata = Metadata {
+        authorization_endpoint: format!("{issuer}/authorize"),
+        token_endpoint: format!("{issuer}/token"),
+        jwks_uri: format!("{issuer}/jwks"),
+        scopes_supported: scopes.iter().map(|s| s.name.to_string()).collect(),
+        response_types_supported: ["code"],
+        response_modes_supported: ["query"],
+        grant_types_supported: ["authorization_code", "client_credentials", "refresh_token"],
+        token_endpoint_auth_methods_supported: [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        code_challenge_methods_supported: ["S256"],
+        // RFC 9207 §3.
+        authorization_response_iss_parameter_supported: true,
+        issuer,
+    };
+    cacheable(axum::Json(metadata).into_response())
+}
+
+/// The tenant's published signing keys.
+pub async fn jwks(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let tenant = match super::tenant(&state, path).await {
+        Ok(tenant) => tenant,
+        Err(lookup) => return not_found_or(lookup),
+    };
+    let keys = match state.store.published_keys(tenant.id, super::now()).await {
+        Ok(keys) => keys,
+        Err(error) => return token_error_response(ServiceError::from(error).into()),
+    };
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .filter_map(|key| serde_json::from_str(&key.public_jwk).ok())
+        .collect();
+    let mut response = axum::Json(serde_json::json!({ "keys": keys })).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    cacheable(response)
+}
+
+/// A short public cache: resource servers refetch the JWKS when they meet an
+/// unknown kid, so a freshly rotated key is found at once anyway.
+fn cacheable(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    response
+}
+
+fn not_found_or(lookup: super::TenantLookup) -> Response {
+    match lookup {
+        super::TenantLookup::Unknown => super::json_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request",
+            Some("unknown tenant"),
+        ),
+        super::TenantLookup::Unavailable => {
+            token_error_response(TokenError::TemporarilyUnavailable)
+        }
+    }
+}

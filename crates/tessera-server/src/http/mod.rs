@@ -1,0 +1,189 @@
+//! The HTTP edge: routes, request parsing, cookies, pages, and the one place
+//! where protocol errors become HTTP responses.
+
+mod authorize;
+mod body;
+mod discovery;
+mod errors;
+mod pages;
+mod token;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tessera_core::{Tenant, UnixTime};
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::AppState;
+
+pub use errors::json_error;
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The longest a request may take, body included; a client that sends a
+    /// `Content-Length` longer than its body gets `408` after this.
+    pub request_timeout: Duration,
+    /// The longest a client may take to send a request's headers, so that slow
+    /// or idle connections cannot pile up.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The clock, read once per request at the edge.
+pub(crate) fn now() -> UnixTime {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    UnixTime(i64::try_from(seconds).unwrap_or(i64::MAX))
+}
+
+/// All of Tessera's routes. Every protocol endpoint lives under a tenant's
+/// issuer, `{public_url}/t/{tenant}`.
+pub fn router(state: AppState, config: &ServerConfig) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/assets/tessera.css", get(pages::stylesheet))
+        .route(
+            "/.well-known/oauth-authorization-server/t/{tenant}",
+            get(discovery::metadata),
+        )
+        .route(
+            "/t/{tenant}/.well-known/oauth-authorization-server",
+            get(discovery::metadata),
+        )
+        .route(
+            "/t/{tenant}/.well-known/openid-configuration",
+            get(discovery::metadata),
+        )
+        .route("/t/{tenant}/jwks", get(discovery::jwks))
+        .route("/t/{tenant}/authorize", get(authorize::authorize))
+        .route("/t/{tenant}/login", post(authorize::login))
+        .route(
+            "/t/{tenant}/consent",
+            get(authorize::consent_page).post(authorize::consent),
+        )
+        .route("/t/{tenant}/token", post(token::token))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request",
+        Some("no such endpoint"),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        Some("method not allowed"),
+    )
+}
+
+/// Why a tenant could not be looked up.
+pub(crate) enum TenantLookup {
+    Unknown,
+    Unavailable,
+}
+
+/// The tenant named in the path. No cache: a tenant deleted with the CLI is
+/// gone for the running server at once.
+pub(crate) async fn tenant(
+    state: &AppState,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Tenant, TenantLookup> {
+    let Ok(Path(name)) = path else {
+        return Err(TenantLookup::Unknown);
+    };
+    match state.store.tenant_by_name(&name).await {
+        Ok(Some(tenant)) => Ok(tenant),
+        Ok(None) => Err(TenantLookup::Unknown),
+        Err(error) => {
+            tracing::warn!(%error, "tenant lookup failed");
+            Err(TenantLookup::Unavailable)
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets the
+/// requests in flight finish (for at most ten seconds).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off briefly.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(router.clone());
+                let connection = http.serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("connections still open after 10 s; closing them");
+        }
+    }
+    Ok(())
+}

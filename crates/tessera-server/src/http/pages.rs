@@ -1,0 +1,169 @@
+//! HTML pages: one typed askama template per page, escaped by default, served
+//! with a Content-Security-Policy that allows nothing from elsewhere.
+
+use askama::Template;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::service::authorize::PageError;
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage<'a> {
+    pub tenant_label: &'a str,
+    pub assets_url: &'a str,
+    pub action: &'a str,
+    pub client_name: &'a str,
+    pub request_id: &'a str,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub failed: bool,
+}
+
+pub struct ScopeLine {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage<'a> {
+    pub tenant_label: &'a str,
+    pub assets_url: &'a str,
+    pub action: &'a str,
+    pub client_name: &'a str,
+    pub request_id: &'a str,
+    pub csrf: &'a str,
+    pub scopes: Vec<ScopeLine>,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage<'a> {
+    pub tenant_label: &'a str,
+    pub assets_url: &'a str,
+    pub heading: &'a str,
+    pub message: &'a str,
+}
+
+/// Renders a page with the security headers every page carries.
+/// `form_target` is the one origin (or scheme) besides our own that a form on
+/// the page may end up at: the client's redirect URI after consent.
+pub fn render(status: StatusCode, page: &impl Template, form_target: Option<&str>) -> Response {
+    let body = match page.render() {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%error, "template rendering failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+        }
+    };
+    let form_action = match form_target {
+        Some(target) => format!("'self' {target}"),
+        None => "'self'".to_owned(),
+    };
+    let csp = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    );
+    let mut response = (status, Html(body)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The page shown when Tessera must not (or cannot) redirect back to the client.
+pub fn error_page(tenant_label: &str, assets_url: &str, error: PageError) -> Response {
+    let (status, heading, message) = match error {
+        PageError::UnknownTenant => (
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such sign-in service here.",
+        ),
+        PageError::MalformedQuery => (
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request is malformed.",
+        ),
+        PageError::MissingClientId => (
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request does not name an application (client_id is missing).",
+        ),
+        PageError::UnknownClient => (
+            StatusCode::BAD_REQUEST,
+            "Unknown application",
+            "The application that sent you here is not registered.",
+        ),
+        PageError::RepeatedClientOrRedirect => (
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request repeats client_id or redirect_uri.",
+        ),
+        PageError::MissingRedirectUri => (
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request does not say where to return (redirect_uri is missing).",
+        ),
+        PageError::UnregisteredRedirectUri => (
+            StatusCode::BAD_REQUEST,
+            "Invalid redirect",
+            "The address to return to is not registered for this application, so you were not sent there.",
+        ),
+        PageError::RequestExpired => (
+            StatusCode::BAD_REQUEST,
+            "Request expired",
+            "This sign-in request has expired or was already completed. Return to the application and start again.",
+        ),
+        PageError::CsrfFailed => (
+            StatusCode::BAD_REQUEST,
+            "Form expired",
+            "The form could not be verified (it expired, or cookies are blocked). Return to the application and start again.",
+        ),
+        PageError::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "The service is temporarily unavailable. Try again in a moment.",
+        ),
+        PageError::Internal => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "An internal error occurred.",
+        ),
+    };
+    let page = ErrorPage {
+        tenant_label,
+        assets_url,
+        heading,
+        message,
+    };
+    let mut response = render(status, &page, None);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../assets/tessera.css"),
+    )
+        .into_response()
+}

@@ -1,0 +1,387 @@
+//! The token endpoint's grants (RFC 6749 §4.1.3, §4.4, §6) and token issuance
+//! (RFC 9068 JWTs, opaque tokens, rotating refresh tokens).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tessera_core::grant::{check_code_redemption, check_refresh, requested_scope};
+use tessera_core::jwt::{AccessTokenClaims, Audience, SigningKey};
+use tessera_core::secret::Purpose;
+use tessera_core::{
+    Client, GrantType, OpaqueAccessToken, RefreshTokenRecord, ScopeSet, Tenant, TokenError,
+    TokenFormat, UnixTime,
+};
+use tessera_store::{CodeRedemption, Rotation};
+
+use super::{ServiceError, new_id, new_secret};
+use crate::AppState;
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Always sent: RFC 6749 §5.1 requires it when the granted scope differs
+    /// from the requested one, and it costs nothing to be explicit otherwise.
+    pub scope: String,
+}
+
+/// Whom a token is about.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    User {
+        id: String,
+        auth_time: UnixTime,
+    },
+    /// The client acting on its own behalf (client_credentials).
+    Client,
+}
+
+/// The parameters of a token request that grants read.
+#[derive(Debug, Default)]
+pub struct TokenParams<'a> {
+    pub grant_type: Option<&'a str>,
+    pub code: Option<&'a str>,
+    pub redirect_uri: Option<&'a str>,
+    pub code_verifier: Option<&'a str>,
+    pub refresh_token: Option<&'a str>,
+    pub scope: Option<&'a str>,
+}
+
+/// Runs the grant named by `grant_type` for an authenticated client.
+pub async fn exchange(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    params: &TokenParams<'_>,
+    now: UnixTime,
+) -> Result<TokenResponse, TokenError> {
+    let grant = match params.grant_type {
+        None => return Err(TokenError::InvalidRequest("grant_type is required")),
+        Some(text) => text
+            .parse::<GrantType>()
+            .map_err(|_| TokenError::UnsupportedGrantType)?,
+    };
+    match grant {
+        GrantType::AuthorizationCode => {
+            authorization_code(state, tenant, client, params, now).await
+        }
+        GrantType::ClientCredentials => {
+            client_credentials(state, tenant, client, params, now).await
+        }
+        GrantType::RefreshToken => refresh(state, tenant, client, params, now).await,
+        // Implicit is not a token-endpoint grant; the password grant arrives
+        // with its own issue and is refused until then.
+        GrantType::Implicit | GrantType::Password => Err(TokenError::UnsupportedGrantType),
+    }
+}
+
+async fn authorization_code(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    params: &TokenParams<'_>,
+    now: UnixTime,
+) -> Result<TokenResponse, TokenError> {
+    if !client.allows_grant(GrantType::AuthorizationCode) {
+        return Err(TokenError::UnauthorizedClient(
+            "this client is not registered for the authorization_code grant",
+        ));
+    }
+    let code = params
+        .code
+        .ok_or(TokenError::InvalidRequest("code is required"))?;
+    let code_hash = state.hasher.hash(Purpose::AuthorizationCode, code);
+    let code = match state
+        .store
+        .redeem_authorization_code(tenant.id, &code_hash, now)
+        .await
+        .map_err(ServiceError::from)?
+    {
+        CodeRedemption::First(code) => code,
+        CodeRedemption::Replayed => {
+            tracing::warn!(client_id = %client.client_id, "authorization code replayed; its tokens were revoked");
+            return Err(TokenError::InvalidGrant(
+                "the code is invalid or was already used",
+            ));
+        }
+        CodeRedemption::Unknown => {
+            return Err(TokenError::InvalidGrant(
+                "the code is invalid or was already used",
+            ));
+        }
+    };
+    check_code_redemption(
+        &code,
+        client,
+        params.redirect_uri,
+        params.code_verifier,
+        now,
+    )?;
+    let subject = Subject::User {
+        id: code.user_id.clone(),
+        auth_time: code.auth_time,
+    };
+    issue(
+        state,
+        tenant,
+        client,
+        &subject,
+        &code.scope,
+        &code.scope,
+        Some(&code.family_id),
+        now,
+    )
+    .await
+}
+
+async fn client_credentials(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    params: &TokenParams<'_>,
+    now: UnixTime,
+) -> Result<TokenResponse, TokenError> {
+    // RFC 6749 §4.4: only confidential clients.
+    if client.is_public() || !client.allows_grant(GrantType::ClientCredentials) {
+        return Err(TokenError::UnauthorizedClient(
+            "this client is not registered for the client_credentials grant",
+        ));
+    }
+    let scope = requested_scope(params.scope, client)?;
+    // RFC 6749 §4.4.3: a refresh token SHOULD NOT be included.
+    let access =
+        issue_access_token(state, tenant, client, &Subject::Client, &scope, None, now).await?;
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: tenant.lifetimes.access_token,
+        refresh_token: None,
+        scope: scope.to_string(),
+    })
+}
+
+async fn refresh(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    params: &TokenParams<'_>,
+    now: UnixTime,
+) -> Result<TokenResponse, TokenError> {
+    let presented = params
+        .refresh_token
+        .ok_or(TokenError::InvalidRequest("refresh_token is required"))?;
+    let token_hash = state.hasher.hash(Purpose::RefreshToken, presented);
+    let Some(record) = state
+        .store
+        .refresh_token(tenant.id, &token_hash)
+        .await
+        .map_err(ServiceError::from)?
+    else {
+        return Err(TokenError::InvalidGrant("the refresh token is invalid"));
+    };
+    let access_scope = check_refresh(&record, client, params.scope, now)?;
+    // RFC 6749 §6: the new refresh token keeps the original scope.
+    let next_secret = new_secret();
+    let next = RefreshTokenRecord {
+        token_hash: state
+            .hasher
+            .hash(Purpose::RefreshToken, next_secret.expose()),
+        family_id: record.family_id.clone(),
+        tenant_id: tenant.id,
+        client_id: client.client_id.clone(),
+        user_id: record.user_id.clone(),
+        scope: record.scope.clone(),
+        auth_time: record.auth_time,
+        issued_at: now,
+        expires_at: now.plus_seconds(tenant.lifetimes.refresh_token),
+    };
+    // RFC 9700 §4.14.2: rotation; reuse of a rotated token revokes the family.
+    match state
+        .store
+        .rotate_refresh_token(&record, &next, now)
+        .await
+        .map_err(ServiceError::from)?
+    {
+        Rotation::Rotated => {}
+        Rotation::Reused => {
+            tracing::warn!(client_id = %client.client_id, "refresh token reused; its family was revoked");
+            return Err(TokenError::InvalidGrant("the refresh token is invalid"));
+        }
+    }
+    let subject = match (&record.user_id, record.auth_time) {
+        (Some(id), Some(auth_time)) => Subject::User {
+            id: id.clone(),
+            auth_time,
+        },
+        _ => Subject::Client,
+    };
+    let access = issue_access_token(
+        state,
+        tenant,
+        client,
+        &subject,
+        &access_scope,
+        Some(&record.family_id),
+        now,
+    )
+    .await?;
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: tenant.lifetimes.access_token,
+        refresh_token: Some(next_secret.expose().to_owned()),
+        scope: access_scope.to_string(),
+    })
+}
+
+/// Issues an access token and, for clients registered for the refresh_token
+/// grant, the first refresh token of a new family.
+#[allow(clippy::too_many_arguments)]
+async fn issue(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    subject: &Subject,
+    access_scope: &ScopeSet,
+    grant_scope: &ScopeSet,
+    family_id: Option<&str>,
+    now: UnixTime,
+) -> Result<TokenResponse, TokenError> {
+    let family_id = family_id.map(str::to_owned).unwrap_or_else(new_id);
+    let access = issue_access_token(
+        state,
+        tenant,
+        client,
+        subject,
+        access_scope,
+        Some(&family_id),
+        now,
+    )
+    .await?;
+    let refresh_token = if client.allows_grant(GrantType::RefreshToken) {
+        let secret = new_secret();
+        let (user_id, auth_time) = match subject {
+            Subject::User { id, auth_time } => (Some(id.clone()), Some(*auth_time)),
+            Subject::Client => (None, None),
+        };
+        state
+            .store
+            .put_refresh_token(&RefreshTokenRecord {
+                token_hash: state.hasher.hash(Purpose::RefreshToken, secret.expose()),
+                family_id,
+                tenant_id: tenant.id,
+                client_id: client.client_id.clone(),
+                user_id,
+                scope: grant_scope.clone(),
+                auth_time,
+                issued_at: now,
+                expires_at: now.plus_seconds(tenant.lifetimes.refresh_token),
+            })
+            .await
+            .map_err(ServiceError::from)?;
+        Some(secret.expose().to_owned())
+    } else {
+        None
+    };
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: tenant.lifetimes.access_token,
+        refresh_token,
+        scope: access_scope.to_string(),
+    })
+}
+
+/// The `aud` of a client's access tokens: its registered audiences, or, when it
+/// has none, the tenant's issuer (documented in the README).
+fn audiences(state: &AppState, tenant: &Tenant, client: &Client) -> Vec<String> {
+    if client.audiences.is_empty() {
+        vec![state.issuer(&tenant.name)]
+    } else {
+        client.audiences.clone()
+    }
+}
+
+/// Issues one access token in the client's format.
+pub async fn issue_access_token(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    subject: &Subject,
+    scope: &ScopeSet,
+    family_id: Option<&str>,
+    now: UnixTime,
+) -> Result<String, TokenError> {
+    let jti = new_id();
+    let expires_at = now.plus_seconds(tenant.lifetimes.access_token);
+    let audiences = audiences(state, tenant, client);
+    let (user_id, auth_time) = match subject {
+        Subject::User { id, auth_time } => (Some(id.as_str()), Some(*auth_time)),
+        Subject::Client => (None, None),
+    };
+    match client.token_format {
+        TokenFormat::Jwt => {
+            let key = current_signing_key(state, tenant, now).await?;
+            let issuer = state.issuer(&tenant.name);
+            let scope = scope.to_string();
+            let claims = AccessTokenClaims {
+                iss: &issuer,
+                sub: user_id.unwrap_or(client.client_id.as_str()),
+                aud: Audience::of(&audiences),
+                exp: expires_at,
+                iat: now,
+                jti: &jti,
+                client_id: client.client_id.as_str(),
+                scope: &scope,
+                auth_time,
+            };
+            Ok(key.sign(&claims).map_err(ServiceError::from)?)
+        }
+        TokenFormat::Opaque => {
+            let secret = new_secret();
+            state
+                .store
+                .put_opaque_access_token(&OpaqueAccessToken {
+                    token_hash: state.hasher.hash(Purpose::AccessToken, secret.expose()),
+                    jti,
+                    tenant_id: tenant.id,
+                    client_id: client.client_id.clone(),
+                    user_id: user_id.map(str::to_owned),
+                    scope: scope.clone(),
+                    audiences,
+                    auth_time,
+                    issued_at: now,
+                    expires_at,
+                    family_id: family_id.map(str::to_owned),
+                })
+                .await
+                .map_err(ServiceError::from)?;
+            Ok(secret.expose().to_owned())
+        }
+    }
+}
+
+/// The tenant's current signing key, parsed once per kid.
+async fn current_signing_key(
+    state: &AppState,
+    tenant: &Tenant,
+    now: UnixTime,
+) -> Result<Arc<SigningKey>, ServiceError> {
+    let keys = state.store.published_keys(tenant.id, now).await?;
+    let current = keys.first().ok_or_else(|| {
+        ServiceError::Internal(format!("tenant '{}' has no signing key", tenant.name))
+    })?;
+    if let Some(key) = state.cached_signing_key(&current.kid) {
+        return Ok(key);
+    }
+    let key = Arc::new(SigningKey::from_pkcs8(
+        &current.kid,
+        &current.private_pkcs8,
+    )?);
+    state.cache_signing_key(key.clone());
+    Ok(key)
+}

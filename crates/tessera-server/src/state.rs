@@ -1,0 +1,57 @@
+//! What every request shares: the store, the secret hasher and the
+//! deployment's configuration.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tessera_core::TenantName;
+use tessera_core::jwt::SigningKey;
+use tessera_core::secret::SecretHasher;
+use tessera_store::Store;
+
+use crate::service::ServiceError;
+
+/// Name of the deployment-wide key of the secret hasher in `server_secrets`.
+const HASH_KEY_NAME: &str = "secret-hash-key";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub hasher: SecretHasher,
+    /// Public base URL, without a trailing slash; every issuer and link is
+    /// built from it, never from the request's `Host` header.
+    pub public_url: String,
+    /// Parsed signing keys by kid. A kid names one immutable key, so this
+    /// cache can never be stale; it only saves re-parsing PKCS#8 per token.
+    signing_keys: Arc<RwLock<HashMap<String, Arc<SigningKey>>>>,
+}
+
+impl AppState {
+    /// Loads (creating on first use) the deployment's hashing key.
+    pub async fn new(store: Arc<dyn Store>, public_url: &str) -> Result<Self, ServiceError> {
+        let key = store
+            .server_secret(HASH_KEY_NAME, crate::service::random_bytes::<32>().to_vec())
+            .await?;
+        Ok(AppState {
+            store,
+            hasher: SecretHasher::new(&key),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            signing_keys: Arc::default(),
+        })
+    }
+
+    /// The issuer identifier of a tenant (RFC 8414 §2).
+    pub fn issuer(&self, tenant: &TenantName) -> String {
+        format!("{}/t/{}", self.public_url, tenant)
+    }
+
+    pub(crate) fn cached_signing_key(&self, kid: &str) -> Option<Arc<SigningKey>> {
+        self.signing_keys.read().ok()?.get(kid).cloned()
+    }
+
+    pub(crate) fn cache_signing_key(&self, key: Arc<SigningKey>) {
+        if let Ok(mut keys) = self.signing_keys.write() {
+            keys.insert(key.kid().to_owned(), key);
+        }
+    }
+}

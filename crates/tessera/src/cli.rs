@@ -1,0 +1,567 @@
+//! The command line: argument definitions and what each command does.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use tessera_core::{AuthMethod, GrantType, TokenFormat, UnixTime};
+use tessera_server::service::admin::{self, NewClient};
+use tessera_server::{AppState, ServerConfig};
+use tessera_store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "A multi-tenant OAuth 2.0 authorization server"
+)]
+pub struct Args {
+    /// Database to use: sqlite://relative/path or sqlite:///absolute/path.
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_DATABASE_URL",
+        default_value = "sqlite://tessera.db"
+    )]
+    database_url: String,
+
+    /// Public base URL of the server; issuers are `{public_url}/t/{tenant}`.
+    /// Default: http://{bind}.
+    #[arg(long, global = true, env = "TESSERA_PUBLIC_URL")]
+    public_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default when no subcommand is given).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "TESSERA_BIND", default_value = "127.0.0.1:8080")]
+        bind: String,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage tenants: each is an independent issuer.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage a tenant's scopes.
+    #[command(subcommand)]
+    Scope(ScopeCommand),
+    /// Manage a tenant's client applications.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage a tenant's users (resource owners).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage a tenant's signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant with a fresh ES256 signing key.
+    Create {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a tenant and everything in it.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScopeCommand {
+    /// Define a scope (or change its description).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        /// What the consent page shows for this scope.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AuthMethodArg {
+    ClientSecretBasic,
+    ClientSecretPost,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TokenFormatArg {
+    Jwt,
+    Opaque,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a client; its secret is printed once and never again.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// A public client (no secret; --auth-method none).
+        #[arg(long)]
+        public: bool,
+        /// authorization_code, client_credentials, refresh_token, password, implicit.
+        #[arg(long = "grant-type", value_parser = parse_grant_type)]
+        grant_types: Vec<GrantType>,
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        #[arg(long, value_enum)]
+        auth_method: Option<AuthMethodArg>,
+        #[arg(long, value_enum, default_value = "jwt")]
+        token_format: TokenFormatArg,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        client_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: String,
+        /// Read the password from standard input (one trailing newline is removed).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        username: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key; the previous one stays published until the
+    /// tokens it signed have expired.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+fn parse_grant_type(text: &str) -> Result<GrantType, String> {
+    text.parse().map_err(|_| {
+        let known: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
+        format!("unknown grant type '{text}' (known: {})", known.join(", "))
+    })
+}
+
+fn now() -> UnixTime {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    UnixTime(i64::try_from(seconds).unwrap_or(i64::MAX))
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let command = args.command.unwrap_or(Command::Serve {
+        bind: std::env::var("TESSERA_BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned()),
+    });
+    let bind_for_url = match &command {
+        Command::Serve { bind } => bind.clone(),
+        _ => "127.0.0.1:8080".to_owned(),
+    };
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| format!("http://{bind_for_url}"));
+    url::Url::parse(&public_url).with_context(|| format!("invalid --public-url '{public_url}'"))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::connect(&args.database_url, 16)
+            .await
+            .with_context(|| format!("cannot open database '{}'", args.database_url))?,
+    );
+    let state = AppState::new(store, &public_url).await?;
+    match command {
+        Command::Serve { bind } => serve(state, &bind).await,
+        Command::Migrate => {
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant(command) => tenant(&state, command).await,
+        Command::Scope(command) => scope(&state, command).await,
+        Command::Client(command) => client(&state, command).await,
+        Command::User(command) => user(&state, command).await,
+        Command::Keys(KeysCommand::Rotate { tenant }) => {
+            let kid = admin::rotate_key(&state, &tenant, now()).await?;
+            println!("new signing key {kid}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(state: AppState, bind: &str) -> Result<()> {
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let config = ServerConfig::default();
+    let router = tessera_server::router(state.clone(), &config);
+    tracing::info!(address = %listener.local_addr()?, public_url = %state.public_url, "Tessera is listening");
+    if state.store.list_tenants().await?.is_empty() {
+        print_first_steps();
+    }
+    tessera_server::serve(listener, router, &config, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_first_steps() {
+    eprintln!(
+        "\nThe database has no tenant yet. In another terminal:\n\n\
+         \x20 tessera tenant create demo\n\
+         \x20 tessera scope create --tenant demo read --description \"Read your data\"\n\
+         \x20 tessera client create --tenant demo --name demo-service --grant-type client_credentials --scope read\n\
+         \x20 echo 'a long password' | tessera user create --tenant demo --username alice --password-stdin\n\n\
+         (with cargo: cargo run --release -- tenant create demo, and so on.) See README.md.\n"
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Prints rows as an aligned table.
+fn print_table(headings: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headings.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = widths[i]))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headings.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+async fn tenant(state: &AppState, command: TenantCommand) -> Result<()> {
+    match command {
+        TenantCommand::Create { name, json } => {
+            let tenant = admin::create_tenant(state, &name, now()).await?;
+            let issuer = state.issuer(&tenant.name);
+            if json {
+                print_json(&json!({"tenant": tenant.name.as_str(), "issuer": issuer}));
+            } else {
+                println!("created tenant {}\nissuer: {issuer}", tenant.name);
+            }
+        }
+        TenantCommand::List { json } => {
+            let tenants = state.store.list_tenants().await?;
+            if json {
+                let list: Vec<_> = tenants
+                    .iter()
+                    .map(|t| json!({"tenant": t.name.as_str(), "issuer": state.issuer(&t.name)}))
+                    .collect();
+                print_json(&json!(list));
+            } else {
+                let rows: Vec<Vec<String>> = tenants
+                    .iter()
+                    .map(|t| vec![t.name.to_string(), state.issuer(&t.name)])
+                    .collect();
+                print_table(&["TENANT", "ISSUER"], &rows);
+            }
+        }
+        TenantCommand::Delete { name } => {
+            if !state.store.delete_tenant(&name).await? {
+                bail!("tenant '{name}' not found");
+            }
+            println!("deleted tenant {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn scope(state: &AppState, command: ScopeCommand) -> Result<()> {
+    match command {
+        ScopeCommand::Create {
+            tenant,
+            name,
+            description,
+            json,
+        } => {
+            let scope = admin::create_scope(state, &tenant, &name, &description).await?;
+            if json {
+                print_json(
+                    &json!({"tenant": tenant, "scope": scope.name.as_str(), "description": scope.description}),
+                );
+            } else {
+                println!("scope {} defined in tenant {tenant}", scope.name);
+            }
+        }
+        ScopeCommand::List { tenant, json } => {
+            let t = admin::tenant(state, &tenant).await?;
+            let scopes = state.store.list_scopes(t.id).await?;
+            if json {
+                let list: Vec<_> = scopes
+                    .iter()
+                    .map(|s| json!({"scope": s.name.as_str(), "description": s.description}))
+                    .collect();
+                print_json(&json!(list));
+            } else {
+                let rows: Vec<Vec<String>> = scopes
+                    .iter()
+                    .map(|s| vec![s.name.to_string(), s.description.clone()])
+                    .collect();
+                print_table(&["SCOPE", "DESCRIPTION"], &rows);
+            }
+        }
+        ScopeCommand::Delete { tenant, name } => {
+            let t = admin::tenant(state, &tenant).await?;
+            if !state.store.delete_scope(t.id, &name).await? {
+                bail!("scope '{name}' not found in tenant '{tenant}'");
+            }
+            println!("deleted scope {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn client(state: &AppState, command: ClientCommand) -> Result<()> {
+    match command {
+        ClientCommand::Create {
+            tenant,
+            name,
+            public,
+            grant_types,
+            redirect_uris,
+            scopes,
+            audiences,
+            auth_method,
+            token_format,
+            json,
+        } => {
+            let auth_method = match (public, auth_method) {
+                (true, None | Some(AuthMethodArg::None)) => AuthMethod::None,
+                (true, Some(_)) => bail!("--public means --auth-method none"),
+                (false, None) => AuthMethod::ClientSecretBasic,
+                (false, Some(AuthMethodArg::ClientSecretBasic)) => AuthMethod::ClientSecretBasic,
+                (false, Some(AuthMethodArg::ClientSecretPost)) => AuthMethod::ClientSecretPost,
+                (false, Some(AuthMethodArg::None)) => AuthMethod::None,
+            };
+            let grant_types = if grant_types.is_empty() {
+                vec![GrantType::AuthorizationCode]
+            } else {
+                grant_types
+            };
+            let created = admin::create_client(
+                state,
+                &tenant,
+                NewClient {
+                    name,
+                    auth_method,
+                    grant_types,
+                    redirect_uris,
+                    scopes,
+                    audiences,
+                    token_format: match token_format {
+                        TokenFormatArg::Jwt => TokenFormat::Jwt,
+                        TokenFormatArg::Opaque => TokenFormat::Opaque,
+                    },
+                },
+                now(),
+            )
+            .await?;
+            let secret = created.secret.as_ref().map(|s| s.expose().to_owned());
+            if json {
+                print_json(
+                    &json!({"client_id": created.client.client_id.as_str(), "client_secret": secret}),
+                );
+            } else {
+                println!("client_id:     {}", created.client.client_id);
+                match secret {
+                    Some(secret) => println!("client_secret: {secret}\n(shown once: store it now)"),
+                    None => println!("public client: no secret"),
+                }
+            }
+        }
+        ClientCommand::List { tenant, json } => {
+            let t = admin::tenant(state, &tenant).await?;
+            let clients = state.store.list_clients(t.id).await?;
+            let grants = |c: &tessera_core::Client| -> Vec<&str> {
+                c.grant_types.iter().map(|g| g.as_str()).collect()
+            };
+            if json {
+                let list: Vec<_> = clients
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "client_id": c.client_id.as_str(),
+                            "name": c.name,
+                            "auth_method": c.auth_method.as_str(),
+                            "grant_types": grants(c),
+                            "redirect_uris": c.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+                            "scopes": c.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                            "audiences": c.audiences,
+                            "token_format": c.token_format.as_str(),
+                        })
+                    })
+                    .collect();
+                print_json(&json!(list));
+            } else {
+                let rows: Vec<Vec<String>> = clients
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.client_id.to_string(),
+                            c.name.clone(),
+                            c.auth_method.to_string(),
+                            grants(c).join(","),
+                            c.scopes.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["CLIENT_ID", "NAME", "AUTH", "GRANTS", "SCOPES"], &rows);
+            }
+        }
+        ClientCommand::Delete { tenant, client_id } => {
+            let t = admin::tenant(state, &tenant).await?;
+            if !state.store.delete_client(t.id, &client_id).await? {
+                bail!("client '{client_id}' not found in tenant '{tenant}'");
+            }
+            println!("deleted client {client_id}");
+        }
+    }
+    Ok(())
+}
+
+async fn user(state: &AppState, command: UserCommand) -> Result<()> {
+    match command {
+        UserCommand::Create {
+            tenant,
+            username,
+            password_stdin: _,
+            json,
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("cannot read the password from standard input")?;
+            // One trailing newline (as `echo` adds) is not part of the password.
+            let password = password
+                .strip_suffix("\r\n")
+                .or_else(|| password.strip_suffix('\n'))
+                .unwrap_or(&password);
+            let user = admin::create_user(state, &tenant, &username, password, now()).await?;
+            if json {
+                print_json(&json!({"tenant": tenant, "username": user.username, "id": user.id}));
+            } else {
+                println!(
+                    "created user {} ({}) in tenant {tenant}",
+                    user.username, user.id
+                );
+            }
+        }
+        UserCommand::List { tenant, json } => {
+            let t = admin::tenant(state, &tenant).await?;
+            let users = state.store.list_users(t.id).await?;
+            if json {
+                let list: Vec<_> = users
+                    .iter()
+                    .map(|u| json!({"username": u.username, "id": u.id}))
+                    .collect();
+                print_json(&json!(list));
+            } else {
+                let rows: Vec<Vec<String>> = users
+                    .iter()
+                    .map(|u| vec![u.username.clone(), u.id.clone()])
+                    .collect();
+                print_table(&["USERNAME", "ID"], &rows);
+            }
+        }
+        UserCommand::Delete { tenant, username } => {
+            let t = admin::tenant(state, &tenant).await?;
+            if !state.store.delete_user(t.id, &username).await? {
+                bail!("user '{username}' not found in tenant '{tenant}'");
+            }
+            println!("deleted user {username}");
+        }
+    }
+    Ok(())
+}
