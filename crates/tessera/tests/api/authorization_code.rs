@@ -1,0 +1,478 @@
+//! The authorization code grant with PKCE, through the login and consent pages.
+
+use oauth2::basic::BasicClient;
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge, RedirectUrl,
+    Scope, TokenResponse, TokenUrl,
+};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn oauth2_crate_completes_the_flow_with_a_partial_grant_and_refreshes() {
+    let (app, web) = acme(false).await;
+    let issuer = app.issuer("acme");
+    let client = BasicClient::new(ClientId::new(web.id.clone()))
+        .set_client_secret(ClientSecret::new(web.secret.clone().unwrap()))
+        .set_auth_uri(AuthUrl::new(format!("{issuer}/authorize")).unwrap())
+        .set_token_uri(TokenUrl::new(format!("{issuer}/token")).unwrap())
+        .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("read".into()))
+        .add_scope(Scope::new("write".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    // The user unticks `write`: a partial grant.
+    let redirect = log_in_and_consent(
+        &app,
+        url.as_str(),
+        "alice",
+        "wonderland",
+        "allow",
+        Some(&["read"]),
+    )
+    .await;
+    assert_eq!(redirect.status(), 303);
+    let (location, params) = location_params(&redirect);
+    assert!(location.starts_with(REDIRECT));
+    assert_eq!(param(&params, "state"), Some(csrf.secret().as_str()));
+    assert_eq!(param(&params, "iss"), Some(issuer.as_str()), "RFC 9207 iss");
+    let code = param(&params, "code").unwrap();
+    assert!(code.len() >= 43, "a code carries at least 256 bits");
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token = client
+        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap();
+    let scopes: Vec<String> = token
+        .scopes()
+        .unwrap()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        scopes,
+        vec!["read"],
+        "the response reports the narrowed scope"
+    );
+    let claims = verify_jwt(
+        token.access_token().secret(),
+        &app.jwks("acme").await,
+        &issuer,
+        &issuer,
+    )
+    .unwrap();
+    let alice = app
+        .state
+        .store
+        .tenant_by_name("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let alice = app
+        .state
+        .store
+        .user_by_username(alice.id, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claims["sub"], alice.id.as_str());
+    assert_eq!(claims["client_id"], web.id.as_str());
+    assert_eq!(claims["scope"], "read");
+    assert!(claims["auth_time"].is_i64());
+    assert!(claims["jti"].is_string());
+
+    let refreshed = client
+        .exchange_refresh_token(token.refresh_token().unwrap())
+        .request_async(&http)
+        .await
+        .unwrap();
+    assert_ne!(
+        refreshed.refresh_token().unwrap().secret(),
+        token.refresh_token().unwrap().secret()
+    );
+    let claims = verify_jwt(
+        refreshed.access_token().secret(),
+        &app.jwks("acme").await,
+        &issuer,
+        &issuer,
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], alice.id.as_str());
+    assert_eq!(claims["scope"], "read", "a refresh never widens the grant");
+}
+
+#[tokio::test]
+async fn public_client_with_pkce_gets_tokens() {
+    let (app, web) = acme(true).await;
+    let (verifier, challenge) = pkce_pair();
+    let code = obtain_code(&app, &web, &challenge, "read write").await;
+    let response = redeem_public(&app, &web, &code, &verifier).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["pragma"], "no-cache");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "read write");
+    assert!(body["refresh_token"].is_string());
+}
+
+#[tokio::test]
+async fn deny_redirects_with_access_denied() {
+    let (app, web) = acme(true).await;
+    let (_, challenge) = pkce_pair();
+    let url = authorize_url(&app, "acme", &web, &challenge, &[]);
+    let redirect = log_in_and_consent(&app, &url, "alice", "wonderland", "deny", None).await;
+    let (location, params) = location_params(&redirect);
+    assert!(location.starts_with(REDIRECT));
+    assert_eq!(param(&params, "error"), Some("access_denied"));
+    assert_eq!(param(&params, "state"), Some("xyz"));
+    assert_eq!(param(&params, "iss"), Some(app.issuer("acme").as_str()));
+    assert_eq!(param(&params, "code"), None);
+}
+
+#[tokio::test]
+async fn unticking_every_scope_is_a_denial() {
+    let (app, web) = acme(true).await;
+    let (_, challenge) = pkce_pair();
+    let url = authorize_url(&app, "acme", &web, &challenge, &[("scope", "read")]);
+    let redirect = log_in_and_consent(&app, &url, "alice", "wonderland", "allow", Some(&[])).await;
+    let (_, params) = location_params(&redirect);
+    assert_eq!(param(&params, "error"), Some("access_denied"));
+}
+
+/// Problems with client_id or redirect_uri: an HTML page, never a redirect
+/// (RFC 6749 §4.1.2.1, RFC 9700 §4.1).
+#[tokio::test]
+async fn untrusted_client_or_redirect_shows_a_page() {
+    let (app, web) = acme(true).await;
+    let base = format!("{}/authorize", app.issuer("acme"));
+    let id = web.id.as_str();
+    let cases = [
+        format!("{base}?response_type=code&redirect_uri={REDIRECT}"),
+        format!("{base}?response_type=code&client_id=nope&redirect_uri={REDIRECT}"),
+        format!("{base}?response_type=code&client_id={id}&redirect_uri=https://evil.example/cb"),
+        format!("{base}?response_type=code&client_id={id}&redirect_uri={REDIRECT}/extra"),
+        format!("{base}?response_type=code&client_id={id}&client_id={id}&redirect_uri={REDIRECT}"),
+        format!(
+            "{base}?response_type=code&client_id={id}&redirect_uri={REDIRECT}&redirect_uri={REDIRECT}"
+        ),
+        format!("{base}?response_type=code&client_id=%FF"),
+    ];
+    for url in cases {
+        let response = app.http.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{url}");
+        assert!(response.headers().get("location").is_none(), "{url}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(
+            response.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'none'")
+        );
+    }
+}
+
+#[tokio::test]
+async fn request_errors_are_redirected_with_state_and_iss() {
+    let (app, web) = acme(true).await;
+    let (_, challenge) = pkce_pair();
+    let issuer = app.issuer("acme");
+    let base = format!(
+        "{issuer}/authorize?client_id={}&redirect_uri={REDIRECT}&state=s1",
+        web.id
+    );
+    let pkce = format!("code_challenge={challenge}&code_challenge_method=S256");
+    let cases = [
+        (format!("{base}&response_type=code"), "invalid_request"), // public client without PKCE
+        (
+            format!(
+                "{base}&response_type=code&code_challenge={challenge}&code_challenge_method=plain"
+            ),
+            "invalid_request",
+        ),
+        (
+            format!("{base}&response_type=code&code_challenge={challenge}"),
+            "invalid_request",
+        ), // method defaults to plain
+        (
+            format!("{base}&response_type=code&code_challenge=short&code_challenge_method=S256"),
+            "invalid_request",
+        ),
+        (
+            format!("{base}&response_type=token&{pkce}"),
+            "unsupported_response_type",
+        ),
+        (format!("{base}&{pkce}"), "invalid_request"),
+        (
+            format!("{base}&response_type=code&{pkce}&scope=admin"),
+            "invalid_scope",
+        ),
+        (
+            format!("{base}&response_type=code&{pkce}&scope=read&scope=write"),
+            "invalid_request",
+        ),
+    ];
+    for (url, expected) in cases {
+        let response = app.http.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 302, "{url}");
+        let (location, params) = location_params(&response);
+        assert!(location.starts_with(REDIRECT), "{url}");
+        assert_eq!(param(&params, "error"), Some(expected), "{url}");
+        assert_eq!(param(&params, "state"), Some("s1"), "{url}");
+        assert_eq!(param(&params, "iss"), Some(issuer.as_str()), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn code_is_single_use_and_replay_revokes_its_tokens() {
+    let (app, web) = acme(true).await;
+    let (verifier, challenge) = pkce_pair();
+    let code = obtain_code(&app, &web, &challenge, "read").await;
+    let first: serde_json::Value = redeem_public(&app, &web, &code, &verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refresh_token = first["refresh_token"].as_str().unwrap();
+
+    let replay = redeem_public(&app, &web, &code, &verifier).await;
+    assert_eq!(replay.status(), 400);
+    assert_eq!(
+        replay.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+
+    // RFC 6749 §4.1.2: the tokens issued from the code are revoked.
+    let refresh = app
+        .http
+        .post(app.token_url("acme"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", &web.id),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), 400);
+    assert_eq!(
+        refresh.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+}
+
+#[tokio::test]
+async fn pkce_and_binding_failures_are_invalid_grant() {
+    let (app, web) = acme(true).await;
+    let other = web_client(&app, "acme", true).await;
+    let (verifier, challenge) = pkce_pair();
+    let (wrong_verifier, _) = pkce_pair();
+
+    for attempt in [
+        "wrong verifier",
+        "missing verifier",
+        "other client",
+        "other redirect",
+    ] {
+        let code = obtain_code(&app, &web, &challenge, "read").await;
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.clone()),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("client_id", web.id.clone()),
+            ("code_verifier", verifier.clone()),
+        ];
+        match attempt {
+            "wrong verifier" => form[4].1 = wrong_verifier.clone(),
+            "missing verifier" => {
+                form.pop();
+            }
+            "other client" => form[3].1 = other.id.clone(),
+            _ => form[2].1 = format!("{REDIRECT}/other"),
+        }
+        let response = app
+            .http
+            .post(app.token_url("acme"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{attempt}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_grant", "{attempt}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_redemptions_of_one_code_succeed_once() {
+    let (app, web) = acme(true).await;
+    let (verifier, challenge) = pkce_pair();
+    let code = obtain_code(&app, &web, &challenge, "read").await;
+    let attempts = (0..20).map(|_| redeem_public(&app, &web, &code, &verifier));
+    let statuses: Vec<u16> = futures::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 400).count(),
+        19,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_answer() {
+    let (app, web) = acme(true).await;
+    let (_, challenge) = pkce_pair();
+    let url = authorize_url(&app, "acme", &web, &challenge, &[]);
+    let mut bodies = Vec::new();
+    for (username, password) in [("alice", "wrong"), ("mallory", "wonderland")] {
+        let html = app
+            .browser
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let response = app
+            .browser
+            .post(format!("{}/login", app.issuer("acme")))
+            .form(&[
+                ("request", hidden_field(&html, "request").as_str()),
+                ("csrf", hidden_field(&html, "csrf").as_str()),
+                ("username", username),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        assert!(
+            response
+                .headers()
+                .get("set-cookie")
+                .is_none_or(|c| !c.to_str().unwrap().contains("tessera_session"))
+        );
+        let body = response.text().await.unwrap();
+        bodies.push(
+            body.replace(username, "USER")
+                .split("name=\"request\"")
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
+        assert!(bodies.last().unwrap().contains("not correct"));
+    }
+    assert_eq!(bodies[0], bodies[1]);
+}
+
+#[tokio::test]
+async fn forms_without_a_valid_csrf_token_are_refused() {
+    let (app, web) = acme(true).await;
+    let (_, challenge) = pkce_pair();
+    let url = authorize_url(&app, "acme", &web, &challenge, &[]);
+    let html = app
+        .browser
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Right request, forged token.
+    let response = app
+        .browser
+        .post(format!("{}/login", app.issuer("acme")))
+        .form(&[
+            ("request", hidden_field(&html, "request").as_str()),
+            ("csrf", "forged"),
+            ("username", "alice"),
+            ("password", "wonderland"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    // Right token, but from another browser (no cookie).
+    let response = app
+        .http
+        .post(format!("{}/login", app.issuer("acme")))
+        .form(&[
+            ("request", hidden_field(&html, "request").as_str()),
+            ("csrf", hidden_field(&html, "csrf").as_str()),
+            ("username", "alice"),
+            ("password", "wonderland"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn session_cookie_is_protected_renewed_and_reused() {
+    let (app, web) = acme(true).await;
+    let (_, challenge) = pkce_pair();
+    let url = authorize_url(&app, "acme", &web, &challenge, &[]);
+    let html = app
+        .browser
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let login = app
+        .browser
+        .post(format!("{}/login", app.issuer("acme")))
+        .form(&[
+            ("request", hidden_field(&html, "request").as_str()),
+            ("csrf", hidden_field(&html, "csrf").as_str()),
+            ("username", "alice"),
+            ("password", "wonderland"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("tessera_session="));
+    assert!(cookie.contains("HttpOnly"));
+    assert!(cookie.contains("SameSite=Lax"));
+    assert!(cookie.contains("Path=/t/acme/"));
+    assert!(!cookie.contains("Secure"), "plain http public URL");
+
+    // Logged in: the next authorization goes straight to consent.
+    let again = app.browser.get(&url).send().await.unwrap();
+    let html = again.text().await.unwrap();
+    assert!(html.contains("Allow access?"), "{html}");
+    assert!(
+        html.contains("Photo &#60;Printer&#62;") || html.contains("Photo &lt;Printer&gt;"),
+        "client name escaped"
+    );
+    assert!(html.contains("Read your photos"));
+}

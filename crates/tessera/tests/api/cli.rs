@@ -1,0 +1,475 @@
+//! The `tessera` binary: its command-line contract, and the server as a real
+//! process (shared database, crash safety, graceful shutdown).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::helpers::wait_healthy;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+fn tessera(dir: &Path, args: &[&str]) -> Output {
+    tessera_with_stdin(dir, args, "")
+}
+
+fn tessera_with_stdin(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TESSERA_DATABASE_URL")
+        .env_remove("TESSERA_PUBLIC_URL")
+        .env_remove("TESSERA_BIND")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[test]
+fn command_line_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The default database is ./tessera.db, created on first use.
+    let tenant = json_of(&tessera(d, &["tenant", "create", "acme", "--json"]));
+    assert_eq!(
+        tenant,
+        serde_json::json!({"tenant": "acme", "issuer": "http://127.0.0.1:8080/t/acme"})
+    );
+    assert!(d.join("tessera.db").exists());
+
+    // --database-url before or after the subcommand; absolute and relative paths.
+    let absolute = format!("sqlite://{}", d.join("other.db").display());
+    assert!(absolute.starts_with("sqlite:///"));
+    json_of(&tessera(
+        d,
+        &[
+            "--database-url",
+            &absolute,
+            "tenant",
+            "create",
+            "one",
+            "--json",
+        ],
+    ));
+    json_of(&tessera(
+        d,
+        &[
+            "tenant",
+            "create",
+            "two",
+            "--json",
+            "--database-url",
+            "sqlite://other.db",
+        ],
+    ));
+    let listed = json_of(&tessera(
+        d,
+        &["tenant", "list", "--json", "--database-url", &absolute],
+    ));
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    // --public-url shapes issuers.
+    let out = json_of(&tessera(
+        d,
+        &[
+            "--public-url",
+            "https://id.example.com",
+            "tenant",
+            "create",
+            "pub",
+            "--json",
+        ],
+    ));
+    assert_eq!(out["issuer"], "https://id.example.com/t/pub");
+
+    // Scopes and clients.
+    assert!(
+        tessera(
+            d,
+            &[
+                "scope",
+                "create",
+                "--tenant",
+                "acme",
+                "read",
+                "--description",
+                "Read things"
+            ]
+        )
+        .status
+        .success()
+    );
+    let confidential = json_of(&tessera(
+        d,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "svc",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            "read",
+            "--scope",
+            "newscope",
+            "--audience",
+            "https://api",
+            "--json",
+        ],
+    ));
+    assert!(confidential["client_id"].is_string());
+    assert!(
+        confidential["client_secret"].as_str().unwrap().len() >= 43,
+        "≥ 256 bits"
+    );
+    let public = json_of(&tessera(
+        d,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "spa",
+            "--public",
+            "--grant-type",
+            "authorization_code",
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--json",
+        ],
+    ));
+    assert_eq!(public["client_secret"], Value::Null);
+    let scopes = json_of(&tessera(
+        d,
+        &["scope", "list", "--tenant", "acme", "--json"],
+    ));
+    assert_eq!(
+        scopes,
+        serde_json::json!([{"scope": "newscope", "description": ""}, {"scope": "read", "description": "Read things"}])
+    );
+    let clients = json_of(&tessera(
+        d,
+        &["client", "list", "--tenant", "acme", "--json"],
+    ));
+    assert_eq!(clients.as_array().unwrap().len(), 2);
+    let table = tessera(d, &["client", "list", "--tenant", "acme"]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.starts_with("CLIENT_ID"));
+    assert!(
+        !table.contains(confidential["client_secret"].as_str().unwrap()),
+        "the secret is shown once"
+    );
+
+    // Users: the password comes from stdin, one trailing newline stripped.
+    let user = json_of(&tessera_with_stdin(
+        d,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            "acme",
+            "--username",
+            "alice",
+            "--password-stdin",
+            "--json",
+        ],
+        "s3cret pass\n",
+    ));
+    assert_eq!(user["tenant"], "acme");
+    assert_eq!(user["username"], "alice");
+    assert!(user["id"].is_string());
+    let duplicate = tessera_with_stdin(
+        d,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            "acme",
+            "--username",
+            "alice",
+            "--password-stdin",
+        ],
+        "x\n",
+    );
+    assert!(!duplicate.status.success());
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
+
+    // Bad arguments: a clear message and a non-zero exit.
+    for args in [
+        vec!["tenant", "create", "Bad_Name"],
+        vec![
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "x",
+            "--grant-type",
+            "magic",
+        ],
+        vec![
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "x",
+            "--redirect-uri",
+            "https://a/cb#frag",
+        ],
+        vec![
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "x",
+            "--redirect-uri",
+            "http://example.com/cb",
+        ],
+        vec![
+            "client",
+            "create",
+            "--tenant",
+            "nope",
+            "--name",
+            "x",
+            "--grant-type",
+            "client_credentials",
+        ],
+        vec![
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "x",
+            "--public",
+            "--grant-type",
+            "client_credentials",
+        ],
+        vec!["user", "create", "--tenant", "acme", "--username", "bob"],
+        vec!["scope", "create", "--tenant", "acme", "bad\"scope"],
+        vec!["tenant", "delete", "nope"],
+        vec!["frobnicate"],
+    ] {
+        let output = tessera(d, &args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(!output.stderr.is_empty(), "{args:?} should say why");
+    }
+
+    // Deleting a tenant removes everything in it.
+    assert!(
+        tessera(d, &["user", "delete", "--tenant", "acme", "alice"])
+            .status
+            .success()
+    );
+    assert!(tessera(d, &["tenant", "delete", "acme"]).status.success());
+    assert!(
+        !tessera(d, &["client", "list", "--tenant", "acme"])
+            .status
+            .success()
+    );
+    let listed = json_of(&tessera(d, &["tenant", "list", "--json"]));
+    assert_eq!(
+        listed,
+        serde_json::json!([{"tenant": "pub", "issuer": "http://127.0.0.1:8080/t/pub"}])
+    );
+}
+
+struct Server {
+    child: Child,
+    base_url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_server(dir: &Path, port: u16) -> Server {
+    let child = Command::new(BIN)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .env_remove("TESSERA_DATABASE_URL")
+        .env_remove("TESSERA_PUBLIC_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base_url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&format!("{base_url}/healthz")).await;
+    Server { child, base_url }
+}
+
+async fn client_credentials(server: &Server, id: &str, secret: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/t/acme/token", server.base_url))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_running_server_sees_cli_changes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = start_server(d, free_port()).await;
+    json_of(&tessera(d, &["tenant", "create", "acme", "--json"]));
+    let client = json_of(&tessera(
+        d,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "svc",
+            "--grant-type",
+            "client_credentials",
+            "--json",
+        ],
+    ));
+    let (id, secret) = (
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap(),
+    );
+    let response = client_credentials(&server, id, secret).await;
+    assert_eq!(response.status(), 200);
+    let token: Value = response.json().await.unwrap();
+    assert_eq!(
+        crate::helpers::jwt_claims(token["access_token"].as_str().unwrap())["iss"],
+        format!("{}/t/acme", server.base_url),
+        "the public URL defaults to http://{{bind}}"
+    );
+    assert!(
+        tessera(d, &["client", "delete", "--tenant", "acme", id])
+            .status
+            .success()
+    );
+    assert_eq!(client_credentials(&server, id, secret).await.status(), 401);
+}
+
+#[tokio::test]
+async fn first_start_prints_next_steps_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(dir.path(), free_port()).await;
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(server.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("tessera tenant create"), "{stderr}");
+}
+
+#[tokio::test]
+async fn what_was_answered_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    json_of(&tessera(d, &["tenant", "create", "acme", "--json"]));
+    let client = json_of(&tessera(
+        d,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "svc",
+            "--grant-type",
+            "client_credentials",
+            "--token-format",
+            "opaque",
+            "--json",
+        ],
+    ));
+    let (id, secret) = (
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap(),
+    );
+    let port = free_port();
+    let mut server = start_server(d, port).await;
+    // Issue opaque tokens (each a database write), then kill the process hard.
+    let mut issued = Vec::new();
+    for _ in 0..20 {
+        let body: Value = client_credentials(&server, id, secret)
+            .await
+            .json()
+            .await
+            .unwrap();
+        issued.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &server.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = server.child.wait();
+    drop(server);
+
+    // Every acknowledged token is in the database after restart.
+    let _server = start_server(d, port).await;
+    let url = format!("sqlite://{}", d.join("tessera.db").display());
+    let store = tessera_store::SqliteStore::connect(&url, 1).await.unwrap();
+    let key = tessera_store::Store::server_secret(&store, "secret-hash-key", vec![])
+        .await
+        .unwrap();
+    let hasher = tessera_core::secret::SecretHasher::new(&key);
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for token in &issued {
+        let hash = hasher.hash(tessera_core::secret::Purpose::AccessToken, token);
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM access_tokens WHERE token_hash = ?")
+                .bind(hash.0)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(stored, 1, "an acknowledged token was lost to kill -9");
+    }
+}

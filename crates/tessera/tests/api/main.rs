@@ -1,0 +1,14 @@
+//! Tessera's integration tests: the real server on an ephemeral port, a fresh
+//! database per test, spoken to over HTTP with reqwest and the `oauth2` crate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
+
+mod helpers;
+
+mod authorization_code;
+mod bad_input;
+mod cli;
+mod client_credentials;
+mod discovery;
+mod refresh;
+mod tenants;

@@ -1,0 +1,142 @@
+//! Refresh tokens: rotation, reuse detection, narrowing (RFC 6749 §6, RFC 9700 §4.14).
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn refresh(
+    app: &TestApp,
+    client: &TestClient,
+    token: &str,
+    scope: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", token),
+        ("client_id", client.id.as_str()),
+    ];
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
+    app.http
+        .post(app.token_url("acme"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn first_tokens(app: &TestApp, client: &TestClient) -> Value {
+    let (verifier, challenge) = pkce_pair();
+    let code = obtain_code(app, client, &challenge, "read write").await;
+    let response = redeem_public(app, client, &code, &verifier).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn rotation_and_reuse_detection() {
+    let (app, web) = acme(true).await;
+    let first = first_tokens(&app, &web).await;
+    let r1 = first["refresh_token"].as_str().unwrap();
+
+    let second: Value = refresh(&app, &web, r1, None).await.json().await.unwrap();
+    let r2 = second["refresh_token"].as_str().unwrap();
+    assert_ne!(r1, r2, "rotated on every use");
+    assert_eq!(second["scope"], "read write");
+
+    // Reusing r1 fails and revokes the family, so r2 dies too.
+    let reuse = refresh(&app, &web, r1, None).await;
+    assert_eq!(reuse.status(), 400);
+    assert_eq!(
+        reuse.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    let after = refresh(&app, &web, r2, None).await;
+    assert_eq!(
+        after.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+}
+
+#[tokio::test]
+async fn scope_may_narrow_but_not_widen() {
+    let (app, web) = acme(true).await;
+    let first = first_tokens(&app, &web).await;
+    let narrowed = refresh(
+        &app,
+        &web,
+        first["refresh_token"].as_str().unwrap(),
+        Some("read"),
+    )
+    .await;
+    assert_eq!(narrowed.status(), 200);
+    let narrowed: Value = narrowed.json().await.unwrap();
+    assert_eq!(narrowed["scope"], "read");
+    assert_eq!(
+        jwt_claims(narrowed["access_token"].as_str().unwrap())["scope"],
+        "read"
+    );
+    // The new refresh token keeps the original grant (RFC 6749 §6).
+    let full = refresh(
+        &app,
+        &web,
+        narrowed["refresh_token"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(full.json::<Value>().await.unwrap()["scope"], "read write");
+
+    let first = first_tokens(&app, &web).await;
+    let widened = refresh(
+        &app,
+        &web,
+        first["refresh_token"].as_str().unwrap(),
+        Some("read admin"),
+    )
+    .await;
+    assert_eq!(
+        widened.json::<Value>().await.unwrap()["error"],
+        "invalid_scope"
+    );
+}
+
+#[tokio::test]
+async fn refresh_token_is_bound_to_its_client() {
+    let (app, web) = acme(true).await;
+    let other = web_client(&app, "acme", true).await;
+    let first = first_tokens(&app, &web).await;
+    let stolen = refresh(&app, &other, first["refresh_token"].as_str().unwrap(), None).await;
+    assert_eq!(
+        stolen.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    let unknown = refresh(&app, &web, "not-a-token", None).await;
+    assert_eq!(
+        unknown.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rotations_succeed_once() {
+    let (app, web) = acme(true).await;
+    let first = first_tokens(&app, &web).await;
+    let token = first["refresh_token"].as_str().unwrap();
+    let attempts = (0..20).map(|_| refresh(&app, &web, token, None));
+    let statuses: Vec<u16> = futures::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 400).count(),
+        19,
+        "{statuses:?}"
+    );
+}
