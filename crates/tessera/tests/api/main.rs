@@ -7,6 +7,7 @@ mod helpers;
 
 mod authorization_code;
 mod bad_input;
+mod browser;
 mod cli;
 mod client_credentials;
 mod discovery;
