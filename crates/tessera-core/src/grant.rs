@@ -229,3 +229,209 @@ pub fn check_refresh(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretHash;
+    use crate::{AuthMethod, ClientId, TenantId, TokenFormat};
+
+    fn client(public: bool) -> Client {
+        Client {
+            tenant_id: TenantId(1),
+            client_id: ClientId::new("c1"),
+            name: "app".into(),
+            secret_hash: None,
+            auth_method: if public {
+                AuthMethod::None
+            } else {
+                AuthMethod::ClientSecretBasic
+            },
+            grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            redirect_uris: vec![RedirectUri::parse("https://app.example/cb").unwrap()],
+            scopes: ScopeSet::parse("read write").unwrap(),
+            audiences: vec![],
+            token_format: TokenFormat::Jwt,
+            created_at: UnixTime(0),
+        }
+    }
+
+    // RFC 7636 Appendix B.
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    fn code(challenge: Option<&str>, redirect_in_request: bool) -> AuthorizationCode {
+        AuthorizationCode {
+            code_hash: SecretHash(vec![]),
+            tenant_id: TenantId(1),
+            client_id: ClientId::new("c1"),
+            user_id: "u1".into(),
+            redirect_uri: RedirectUri::parse("https://app.example/cb").unwrap(),
+            redirect_uri_in_request: redirect_in_request,
+            scope: ScopeSet::parse("read").unwrap(),
+            code_challenge: challenge.map(|c| CodeChallenge::parse_s256(c, Some("S256")).unwrap()),
+            auth_time: UnixTime(100),
+            expires_at: UnixTime(160),
+            family_id: "f".into(),
+        }
+    }
+
+    #[test]
+    fn scope_defaults_and_limits() {
+        let c = client(false);
+        assert_eq!(requested_scope(None, &c).unwrap().to_string(), "read write");
+        assert_eq!(
+            requested_scope(Some("read"), &c).unwrap().to_string(),
+            "read"
+        );
+        assert_eq!(
+            requested_scope(Some("admin"), &c),
+            Err(ScopeProblem::NotAllowed)
+        );
+        assert_eq!(
+            requested_scope(Some("a\\b"), &c),
+            Err(ScopeProblem::Malformed)
+        );
+    }
+
+    #[test]
+    fn redirect_uri_resolution() {
+        let c = client(false);
+        assert!(
+            resolve_redirect_uri(&c, Some("https://app.example/cb"))
+                .unwrap()
+                .1
+        );
+        assert!(
+            !resolve_redirect_uri(&c, None).unwrap().1,
+            "one registered: may be omitted"
+        );
+        assert_eq!(
+            resolve_redirect_uri(&c, Some("https://app.example/cb/")),
+            Err(UntrustedRedirect::NotRegistered)
+        );
+        let mut two = c.clone();
+        two.redirect_uris
+            .push(RedirectUri::parse("https://app.example/other").unwrap());
+        assert_eq!(
+            resolve_redirect_uri(&two, None),
+            Err(UntrustedRedirect::Missing)
+        );
+    }
+
+    #[test]
+    fn code_requests() {
+        let params = |response_type, challenge, method| AuthorizationParams {
+            response_type,
+            code_challenge: challenge,
+            code_challenge_method: method,
+            ..AuthorizationParams::default()
+        };
+        let public = client(true);
+        let confidential = client(false);
+        assert!(
+            validate_code_request(
+                &public,
+                &params(Some("code"), Some(CHALLENGE), Some("S256"))
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            validate_code_request(&public, &params(Some("code"), None, None)),
+            Err(AuthorizeError::InvalidRequest(_))
+        ));
+        assert!(validate_code_request(&confidential, &params(Some("code"), None, None)).is_ok());
+        assert!(matches!(
+            validate_code_request(
+                &confidential,
+                &params(Some("code"), Some(CHALLENGE), Some("plain"))
+            ),
+            Err(AuthorizeError::InvalidRequest(_))
+        ));
+        assert_eq!(
+            validate_code_request(&confidential, &params(Some("token"), None, None)).unwrap_err(),
+            AuthorizeError::UnsupportedResponseType
+        );
+        let mut m2m = confidential.clone();
+        m2m.grant_types = vec![GrantType::ClientCredentials];
+        assert!(matches!(
+            validate_code_request(&m2m, &params(Some("code"), None, None)),
+            Err(AuthorizeError::UnauthorizedClient(_))
+        ));
+    }
+
+    #[test]
+    fn code_redemption_rules() {
+        let c = client(true);
+        let uri = Some("https://app.example/cb");
+        let ok = code(Some(CHALLENGE), true);
+        assert!(check_code_redemption(&ok, &c, uri, Some(VERIFIER), UnixTime(120)).is_ok());
+        // Expired at exactly expires_at.
+        assert!(check_code_redemption(&ok, &c, uri, Some(VERIFIER), UnixTime(160)).is_err());
+        // redirect_uri must be repeated when it was in the request.
+        assert!(check_code_redemption(&ok, &c, None, Some(VERIFIER), UnixTime(120)).is_err());
+        let omitted = code(Some(CHALLENGE), false);
+        assert!(check_code_redemption(&omitted, &c, None, Some(VERIFIER), UnixTime(120)).is_ok());
+        // PKCE: wrong, missing, and downgrade.
+        assert!(
+            check_code_redemption(
+                &ok,
+                &c,
+                uri,
+                Some(&VERIFIER.replace('d', "D")),
+                UnixTime(120)
+            )
+            .is_err()
+        );
+        assert!(check_code_redemption(&ok, &c, uri, None, UnixTime(120)).is_err());
+        let without = code(None, true);
+        assert!(check_code_redemption(&without, &c, uri, Some(VERIFIER), UnixTime(120)).is_err());
+        assert!(check_code_redemption(&without, &c, uri, None, UnixTime(120)).is_ok());
+        // Bound to the client.
+        let mut other = c.clone();
+        other.client_id = ClientId::new("c2");
+        assert!(check_code_redemption(&ok, &other, uri, Some(VERIFIER), UnixTime(120)).is_err());
+    }
+
+    #[test]
+    fn refresh_rules() {
+        let c = client(true);
+        let record = RefreshTokenRecord {
+            token_hash: SecretHash(vec![]),
+            family_id: "f".into(),
+            tenant_id: TenantId(1),
+            client_id: ClientId::new("c1"),
+            user_id: Some("u1".into()),
+            scope: ScopeSet::parse("read write").unwrap(),
+            auth_time: Some(UnixTime(0)),
+            issued_at: UnixTime(0),
+            expires_at: UnixTime(1000),
+        };
+        assert_eq!(
+            check_refresh(&record, &c, None, UnixTime(10))
+                .unwrap()
+                .to_string(),
+            "read write"
+        );
+        assert_eq!(
+            check_refresh(&record, &c, Some("read"), UnixTime(10))
+                .unwrap()
+                .to_string(),
+            "read"
+        );
+        assert!(matches!(
+            check_refresh(&record, &c, Some("read admin"), UnixTime(10)),
+            Err(TokenError::InvalidScope(_))
+        ));
+        assert!(matches!(
+            check_refresh(&record, &c, None, UnixTime(1000)),
+            Err(TokenError::InvalidGrant(_))
+        ));
+        let mut no_refresh = c.clone();
+        no_refresh.grant_types = vec![GrantType::AuthorizationCode];
+        assert!(matches!(
+            check_refresh(&record, &no_refresh, None, UnixTime(10)),
+            Err(TokenError::UnauthorizedClient(_))
+        ));
+    }
+}

@@ -1,8 +1,9 @@
 //! Tessera's vocabulary and protocol logic.
 //!
-//! Everything here is pure: no network, no SQL, no clock and no random number
-//! generator of its own. Time (`UnixTime`) and random bytes are inputs, so every
-//! RFC branch can be tested at any instant without a server.
+//! Everything here is pure: no network, no SQL, no clock. Time (`UnixTime`)
+//! and random values (salts, secrets) are inputs, so every RFC branch can be
+//! tested at any instant without a server; the only randomness drawn here is
+//! inside aws-lc, for key generation and ECDSA nonces.
 
 pub mod crypto;
 pub mod error;

@@ -30,6 +30,24 @@ impl Default for Lifetimes {
     }
 }
 
+impl Lifetimes {
+    /// Checks that each lifetime is within sane bounds.
+    pub fn validate(self) -> Result<Self, &'static str> {
+        if !(60..=86_400).contains(&self.access_token) {
+            return Err("the access token lifetime must be 60 to 86400 seconds");
+        }
+        if !(300..=366 * 86_400).contains(&self.refresh_token) {
+            return Err("the refresh token lifetime must be 300 seconds to 366 days");
+        }
+        // RFC 6749 §4.1.2: a maximum authorization code lifetime of 10 minutes
+        // is RECOMMENDED.
+        if !(10..=600).contains(&self.authorization_code) {
+            return Err("the authorization code lifetime must be 10 to 600 seconds");
+        }
+        Ok(self)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: TenantId,

@@ -77,6 +77,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Tenant>;
     async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>>;
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
+    async fn set_tenant_lifetimes(&self, tenant: TenantId, lifetimes: Lifetimes)
+    -> StoreResult<()>;
     /// Deletes a tenant and everything in it. Returns false if it did not exist.
     async fn delete_tenant(&self, name: &str) -> StoreResult<bool>;
 

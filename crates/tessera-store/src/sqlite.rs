@@ -296,6 +296,24 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn set_tenant_lifetimes(
+        &self,
+        tenant: TenantId,
+        lifetimes: Lifetimes,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tenants SET access_token_ttl = ?, refresh_token_ttl = ?, authorization_code_ttl = ? \
+             WHERE id = ?",
+        )
+        .bind(lifetimes.access_token)
+        .bind(lifetimes.refresh_token)
+        .bind(lifetimes.authorization_code)
+        .bind(tenant.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn delete_tenant(&self, name: &str) -> StoreResult<bool> {
         let result = sqlx::query("DELETE FROM tenants WHERE name = ?")
             .bind(name)

@@ -72,6 +72,21 @@ enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a tenant's settings.
+    Set {
+        name: String,
+        /// Access token lifetime in seconds (default 900).
+        #[arg(long)]
+        access_token_ttl: Option<i64>,
+        /// Refresh token lifetime in seconds (default 2592000, 30 days).
+        #[arg(long)]
+        refresh_token_ttl: Option<i64>,
+        /// Authorization code lifetime in seconds (default 60).
+        #[arg(long)]
+        code_ttl: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
     List {
         #[arg(long)]
         json: bool,
@@ -212,12 +227,16 @@ fn now() -> UnixTime {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let default_bind =
+        std::env::var("TESSERA_BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
     let command = args.command.unwrap_or(Command::Serve {
-        bind: std::env::var("TESSERA_BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned()),
+        bind: default_bind.clone(),
     });
+    // Admin commands print issuers: they derive the same default public URL
+    // as the server would.
     let bind_for_url = match &command {
         Command::Serve { bind } => bind.clone(),
-        _ => "127.0.0.1:8080".to_owned(),
+        _ => default_bind,
     };
     let public_url = args
         .public_url
@@ -330,6 +349,31 @@ async fn tenant(state: &AppState, command: TenantCommand) -> Result<()> {
                 print_json(&json!({"tenant": tenant.name.as_str(), "issuer": issuer}));
             } else {
                 println!("created tenant {}\nissuer: {issuer}", tenant.name);
+            }
+        }
+        TenantCommand::Set {
+            name,
+            access_token_ttl,
+            refresh_token_ttl,
+            code_ttl,
+            json,
+        } => {
+            let lifetimes =
+                admin::set_lifetimes(state, &name, access_token_ttl, refresh_token_ttl, code_ttl)
+                    .await?;
+            let settings = json!({
+                "tenant": name,
+                "access_token_ttl": lifetimes.access_token,
+                "refresh_token_ttl": lifetimes.refresh_token,
+                "code_ttl": lifetimes.authorization_code,
+            });
+            if json {
+                print_json(&settings);
+            } else {
+                println!(
+                    "tenant {name}: access tokens {} s, refresh tokens {} s, codes {} s",
+                    lifetimes.access_token, lifetimes.refresh_token, lifetimes.authorization_code
+                );
             }
         }
         TenantCommand::List { json } => {

@@ -211,7 +211,10 @@ pub async fn authorize(
         return page.error(PageError::MalformedQuery);
     };
     match service::begin(&state, &tenant, &query, now).await {
-        Ok(begun) => page.continue_with(&headers, &begun.request_id, now).await,
+        Ok(begun) => {
+            page.continue_with(&headers, begun.request_id.expose(), now)
+                .await
+        }
         Err(AuthorizeFailure::Page(error)) => page.error(error),
         Err(AuthorizeFailure::Redirect(error)) => redirect(
             StatusCode::FOUND,
@@ -270,7 +273,9 @@ pub async fn login(
                 )
             );
             let mut response = redirect(StatusCode::SEE_OTHER, &location);
-            if let Some(set) = page.cookie(SESSION_COOKIE, &new_session.id, SESSION_LIFETIME) {
+            if let Some(set) =
+                page.cookie(SESSION_COOKIE, new_session.id.expose(), SESSION_LIFETIME)
+            {
                 response.headers_mut().append(header::SET_COOKIE, set);
             }
             response

@@ -69,6 +69,30 @@ pub async fn tenant(state: &AppState, name: &str) -> Result<Tenant, AdminError> 
         .ok_or_else(|| AdminError::NotFound(format!("tenant '{name}'")))
 }
 
+/// Changes a tenant's token lifetimes; `None` keeps the current value.
+pub async fn set_lifetimes(
+    state: &AppState,
+    tenant_name: &str,
+    access_token: Option<i64>,
+    refresh_token: Option<i64>,
+    authorization_code: Option<i64>,
+) -> Result<Lifetimes, AdminError> {
+    let tenant = tenant(state, tenant_name).await?;
+    let current = tenant.lifetimes;
+    let lifetimes = Lifetimes {
+        access_token: access_token.unwrap_or(current.access_token),
+        refresh_token: refresh_token.unwrap_or(current.refresh_token),
+        authorization_code: authorization_code.unwrap_or(current.authorization_code),
+    }
+    .validate()
+    .map_err(|e| AdminError::Invalid(e.to_owned()))?;
+    state
+        .store
+        .set_tenant_lifetimes(tenant.id, lifetimes)
+        .await?;
+    Ok(lifetimes)
+}
+
 /// Adds a new signing key. The previous one stays published for as long as a
 /// token it signed can live (the tenant's access-token lifetime).
 pub async fn rotate_key(

@@ -5,7 +5,7 @@ use tessera_core::form::FormParams;
 use tessera_core::grant::{
     AuthorizationParams, UntrustedRedirect, resolve_redirect_uri, validate_code_request,
 };
-use tessera_core::secret::{Purpose, password};
+use tessera_core::secret::{BearerSecret, Purpose, password};
 use tessera_core::{
     AuthorizationCode, AuthorizeError, Client, PendingAuthorization, RedirectUri, ScopeDefinition,
     ScopeSet, Session, Tenant, UnixTime, User,
@@ -85,12 +85,9 @@ impl From<PageError> for AuthorizeFailure {
 }
 
 /// A validated request waiting for the resource owner.
-#[derive(Debug)]
 pub struct Begun {
     /// The pending request's id, handed to the browser (only its hash is stored).
-    pub request_id: String,
-    pub client: Client,
-    pub pending: PendingAuthorization,
+    pub request_id: BearerSecret,
 }
 
 /// Validates an authorization request. The client and redirect URI are
@@ -163,11 +160,7 @@ pub async fn begin(
         .put_pending_authorization(&pending)
         .await
         .map_err(|e| redirect_error(ServiceError::from(e).into()))?;
-    Ok(Begun {
-        request_id: request_id.expose().to_owned(),
-        client,
-        pending,
-    })
+    Ok(Begun { request_id })
 }
 
 /// A pending request and what the consent page shows of it.
@@ -219,7 +212,7 @@ pub async fn pending(
 /// A new login session; `id` goes into the cookie, only its hash is stored.
 #[derive(Debug)]
 pub struct NewSession {
-    pub id: String,
+    pub id: BearerSecret,
     pub session: Session,
 }
 
@@ -254,10 +247,7 @@ pub async fn login(
         expires_at: now.plus_seconds(SESSION_LIFETIME),
     };
     state.store.create_session(&session).await?;
-    Ok(Some(NewSession {
-        id: id.expose().to_owned(),
-        session,
-    }))
+    Ok(Some(NewSession { id, session }))
 }
 
 /// The session a cookie names, if it is alive and belongs to this tenant.

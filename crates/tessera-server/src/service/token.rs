@@ -17,7 +17,7 @@ use super::{ServiceError, new_id, new_secret};
 use crate::AppState;
 
 /// A successful token response (RFC 6749 §5.1).
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
@@ -27,6 +27,20 @@ pub struct TokenResponse {
     /// Always sent: RFC 6749 §5.1 requires it when the granted scope differs
     /// from the requested one, and it costs nothing to be explicit otherwise.
     pub scope: String,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"[redacted]")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// Whom a token is about.
@@ -40,8 +54,9 @@ pub enum Subject {
     Client,
 }
 
-/// The parameters of a token request that grants read.
-#[derive(Debug, Default)]
+/// The parameters of a token request that grants read. Its `Debug` shows
+/// which are present, never their values.
+#[derive(Default)]
 pub struct TokenParams<'a> {
     pub grant_type: Option<&'a str>,
     pub code: Option<&'a str>,
@@ -49,6 +64,20 @@ pub struct TokenParams<'a> {
     pub code_verifier: Option<&'a str>,
     pub refresh_token: Option<&'a str>,
     pub scope: Option<&'a str>,
+}
+
+impl std::fmt::Debug for TokenParams<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let present = |value: Option<&str>| value.map(|_| "[present]");
+        f.debug_struct("TokenParams")
+            .field("grant_type", &self.grant_type)
+            .field("code", &present(self.code))
+            .field("redirect_uri", &self.redirect_uri)
+            .field("code_verifier", &present(self.code_verifier))
+            .field("refresh_token", &present(self.refresh_token))
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// Runs the grant named by `grant_type` for an authenticated client.

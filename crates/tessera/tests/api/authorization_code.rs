@@ -476,3 +476,22 @@ async fn session_cookie_is_protected_renewed_and_reused() {
     );
     assert!(html.contains("Read your photos"));
 }
+
+#[tokio::test]
+async fn cookies_are_secure_when_the_public_url_is_https() {
+    let app = spawn_app_with_public_url("https://id.example.com").await;
+    app.create_tenant("acme").await;
+    app.create_user("acme", "alice", "wonderland").await;
+    let web = web_client(&app, "acme", true).await;
+    let (_, challenge) = pkce_pair();
+    // Requests go to the local address; every URL the server builds uses the public one.
+    let url = authorize_url(&app, "acme", &web, &challenge, &[]);
+    let page = app.browser.get(&url).send().await.unwrap();
+    let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("tessera_browser=") && cookie.ends_with("; Secure"),
+        "{cookie}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("action=\"https://id.example.com/t/acme/login\""));
+}

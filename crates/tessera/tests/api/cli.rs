@@ -283,6 +283,28 @@ fn command_line_contract() {
         assert!(!output.stderr.is_empty(), "{args:?} should say why");
     }
 
+    // Settings and keys.
+    let set = json_of(&tessera(
+        d,
+        &[
+            "tenant",
+            "set",
+            "acme",
+            "--access-token-ttl",
+            "300",
+            "--json",
+        ],
+    ));
+    assert_eq!(set["access_token_ttl"], 300);
+    assert_eq!(set["code_ttl"], 60);
+    assert!(
+        !tessera(d, &["tenant", "set", "acme", "--code-ttl", "3600"])
+            .status
+            .success()
+    );
+    let rotated = tessera(d, &["keys", "rotate", "--tenant", "acme"]);
+    assert!(rotated.status.success());
+
     // Deleting a tenant removes everything in it.
     assert!(
         tessera(d, &["user", "delete", "--tenant", "acme", "alice"])

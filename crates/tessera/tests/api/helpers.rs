@@ -42,7 +42,16 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(ServerConfig::default()).await
 }
 
+/// Like `spawn_app`, but the server believes it is reachable at `public_url`.
+pub async fn spawn_app_with_public_url(public_url: &str) -> TestApp {
+    spawn(ServerConfig::default(), Some(public_url)).await
+}
+
 pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
+    spawn(config, None).await
+}
+
+async fn spawn(config: ServerConfig, public_url: Option<&str>) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("debug")
@@ -53,7 +62,9 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
     let store = SqliteStore::connect(&database_url, 8).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::new(Arc::new(store), &base_url).await.unwrap();
+    let state = AppState::new(Arc::new(store), public_url.unwrap_or(&base_url))
+        .await
+        .unwrap();
     let router = tessera_server::router(state.clone(), &config);
     tokio::spawn(async move {
         tessera_server::serve(listener, router, &config, std::future::pending()).await
@@ -77,6 +88,7 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
 }
 
 impl TestApp {
+    /// The issuer as seen from the test: under the local address.
     pub fn issuer(&self, tenant: &str) -> String {
         format!("{}/t/{}", self.base_url, tenant)
     }

@@ -157,3 +157,32 @@ async fn deleted_clients_and_tenants_stop_working_at_once() {
         "invalid_request"
     );
 }
+
+#[tokio::test]
+async fn lifetimes_are_set_per_tenant() {
+    let app = spawn_app().await;
+    app.create_tenant("acme").await;
+    admin::set_lifetimes(&app.state, "acme", Some(120), None, None)
+        .await
+        .unwrap();
+    let client = app
+        .service_client("acme", AuthMethod::ClientSecretBasic)
+        .await;
+    let body: Value = app
+        .token_basic("acme", &client, &[("grant_type", "client_credentials")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["expires_in"], 120);
+    let claims = jwt_claims(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        120
+    );
+    assert!(
+        admin::set_lifetimes(&app.state, "acme", Some(5), None, None)
+            .await
+            .is_err()
+    );
+}
