@@ -214,13 +214,15 @@ pub fn check_refresh(
             "this client is not registered for the refresh_token grant",
         ));
     }
+    // A scope taken from the client (or the tenant) since is no longer granted.
+    let granted = record.scope.intersection(&client.scopes);
     match requested_scope {
-        None => Ok(record.scope.clone()),
+        None => Ok(granted),
         Some(requested) => {
             let scope = ScopeSet::parse(requested)
                 .map_err(|_| TokenError::InvalidScope("scope is malformed"))?;
             // RFC 6749 §6: the scope may narrow, never widen, the original grant.
-            if !scope.is_subset_of(&record.scope) {
+            if !scope.is_subset_of(&granted) {
                 return Err(TokenError::InvalidScope(
                     "scope exceeds the scope originally granted",
                 ));
@@ -406,6 +408,7 @@ mod tests {
             auth_time: Some(UnixTime(0)),
             issued_at: UnixTime(0),
             expires_at: UnixTime(1000),
+            spent: false,
         };
         assert_eq!(
             check_refresh(&record, &c, None, UnixTime(10))

@@ -111,6 +111,25 @@ impl SigningKey {
     }
 }
 
+impl SigningKey {
+    /// Signs `claims` with a header of type `typ` (for other JWTs than access
+    /// tokens, such as RFC 9701 introspection responses).
+    pub fn sign_typed<C: Serialize>(&self, typ: &str, claims: &C) -> Result<String, KeyError> {
+        let header = serde_json::json!({"alg": "ES256", "typ": typ, "kid": self.kid});
+        let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+        token.push('.');
+        let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Signing)?;
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = self
+            .pair
+            .sign(&SystemRandom::new(), token.as_bytes())
+            .map_err(|_| KeyError::Signing)?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
+    }
+}
+
 /// The claims of a JWT access token (RFC 9068 §2.2).
 #[derive(Debug, Clone, Serialize)]
 pub struct AccessTokenClaims<'a> {
@@ -146,6 +165,87 @@ impl<'a> Audience<'a> {
     }
 }
 
+/// The claims Tessera reads back from one of its own JWT access tokens.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct VerifiedClaims {
+    pub iss: String,
+    pub sub: String,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub aud: Vec<String>,
+    pub exp: UnixTime,
+    pub iat: UnixTime,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub auth_time: Option<UnixTime>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(
+        match <OneOrMany as serde::Deserialize>::deserialize(deserializer)? {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        },
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+/// Checks that `token` is an `at+jwt` signed with ES256 by one of `public_jwks`
+/// (JWK JSON objects, selected by `kid`) and returns its claims. Expiry and
+/// issuer are the caller's to check; anything else malformed is `None`.
+pub fn verify_access_token<'a>(
+    token: &str,
+    public_jwks: impl IntoIterator<Item = &'a str>,
+) -> Option<VerifiedClaims> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+    if token.len() > 8192 {
+        return None;
+    }
+    let mut parts = token.split('.');
+    let (header_b64, payload_b64, signature_b64) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header_b64).ok()?).ok()?;
+    // Only what Tessera itself issues: ES256, typ at+jwt (RFC 9068 §4).
+    if header.alg != "ES256" || header.typ.as_deref() != Some("at+jwt") {
+        return None;
+    }
+    let kid = header.kid?;
+    let jwk: serde_json::Value = public_jwks
+        .into_iter()
+        .filter_map(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .find(|jwk| jwk["kid"].as_str() == Some(kid.as_str()))?;
+    let x = URL_SAFE_NO_PAD.decode(jwk["x"].as_str()?).ok()?;
+    let y = URL_SAFE_NO_PAD.decode(jwk["y"].as_str()?).ok()?;
+    let mut point = Vec::with_capacity(65);
+    point.push(4);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    let signature = URL_SAFE_NO_PAD.decode(signature_b64).ok()?;
+    let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+        .verify(signed.as_bytes(), &signature)
+        .ok()?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload_b64).ok()?).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +276,34 @@ mod tests {
                 &URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
             )
             .unwrap();
+    }
+
+    #[test]
+    fn verifies_its_own_tokens_only() {
+        let generated = generate_key().unwrap();
+        let other = generate_key().unwrap();
+        let key = SigningKey::from_pkcs8(&generated.kid, &generated.private_pkcs8).unwrap();
+        let claims = serde_json::json!({
+            "iss": "i", "sub": "s", "aud": "a", "exp": 10, "iat": 1, "jti": "j", "client_id": "c", "scope": "read"
+        });
+        let token = key.sign(&claims).unwrap();
+        let verified = verify_access_token(&token, [generated.public_jwk.as_str()]).unwrap();
+        assert_eq!(verified.aud, vec!["a"]);
+        assert_eq!(verified.jti, "j");
+        assert!(verify_access_token(&token, [other.public_jwk.as_str()]).is_none());
+        let (header, rest) = token.split_once('.').unwrap();
+        let (_, signature) = rest.split_once('.').unwrap();
+        let forged_payload = URL_SAFE_NO_PAD.encode(claims.to_string().replace("read", "admin"));
+        let forged = format!("{header}.{forged_payload}.{signature}");
+        assert!(verify_access_token(&forged, [generated.public_jwk.as_str()]).is_none());
+        let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt","kid":"x"}"#);
+        let unsigned = format!("{none_header}.{}.", rest.split_once('.').unwrap().0);
+        assert!(verify_access_token(&unsigned, [generated.public_jwk.as_str()]).is_none());
+        let introspection = key.sign_typed("token-introspection+jwt", &claims).unwrap();
+        assert!(
+            verify_access_token(&introspection, [generated.public_jwk.as_str()]).is_none(),
+            "typ must be at+jwt"
+        );
+        assert!(verify_access_token("garbage", [generated.public_jwk.as_str()]).is_none());
     }
 }

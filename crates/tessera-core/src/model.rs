@@ -39,10 +39,10 @@ impl Lifetimes {
         if !(300..=366 * 86_400).contains(&self.refresh_token) {
             return Err("the refresh token lifetime must be 300 seconds to 366 days");
         }
-        // RFC 6749 §4.1.2: a maximum authorization code lifetime of 10 minutes
-        // is RECOMMENDED.
-        if !(10..=600).contains(&self.authorization_code) {
-            return Err("the authorization code lifetime must be 10 to 600 seconds");
+        // RFC 6749 §4.1.2 recommends at most ten minutes; Tessera keeps codes
+        // to a minute, as they are redeemed at once.
+        if !(10..=60).contains(&self.authorization_code) {
+            return Err("the authorization code lifetime must be 10 to 60 seconds");
         }
         Ok(self)
     }
@@ -164,13 +164,23 @@ impl Client {
 }
 
 /// A resource owner account.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct User {
     pub id: String,
     pub tenant_id: TenantId,
     pub username: String,
     pub password_hash: String,
     pub created_at: UnixTime,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password_hash", &"[redacted]")
+            .finish()
+    }
 }
 
 /// An ES256 signing key of a tenant.
@@ -256,12 +266,16 @@ pub struct RefreshTokenRecord {
     pub auth_time: Option<UnixTime>,
     pub issued_at: UnixTime,
     pub expires_at: UnixTime,
+    /// Read back only: already rotated or revoked.
+    pub spent: bool,
 }
 
-/// An opaque access token, stored under its hash.
+/// An access token as stored: an opaque token under its hash, or a JWT known
+/// by its `jti` (to revoke it, alone or with its family).
 #[derive(Debug, Clone)]
-pub struct OpaqueAccessToken {
-    pub token_hash: SecretHash,
+pub struct AccessTokenRecord {
+    /// The keyed hash of an opaque token; `None` for a JWT.
+    pub token_hash: Option<SecretHash>,
     pub jti: String,
     pub tenant_id: TenantId,
     pub client_id: ClientId,
@@ -272,4 +286,6 @@ pub struct OpaqueAccessToken {
     pub issued_at: UnixTime,
     pub expires_at: UnixTime,
     pub family_id: Option<String>,
+    /// Read back only: whether it has been revoked.
+    pub revoked: bool,
 }

@@ -76,7 +76,10 @@ impl RedirectUri {
     /// so that a form may end in a redirect here.
     pub fn csp_source(&self) -> String {
         match Url::parse(&self.0) {
-            Ok(url) if url.has_host() => url.origin().ascii_serialization(),
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                url.origin().ascii_serialization()
+            }
+            // A private-use scheme has an opaque origin; CSP names it by scheme.
             Ok(url) => format!("{}:", url.scheme()),
             Err(_) => "'none'".to_owned(),
         }
@@ -126,5 +129,7 @@ mod tests {
         assert_eq!(uri.csp_source(), "https://app.example");
         let native = RedirectUri::parse("com.example.app:/cb").unwrap();
         assert_eq!(native.csp_source(), "com.example.app:");
+        let with_host = RedirectUri::parse("myapp://callback").unwrap();
+        assert_eq!(with_host.csp_source(), "myapp:");
     }
 }

@@ -10,5 +10,5 @@ pub mod http;
 pub mod service;
 mod state;
 
-pub use http::{ServerConfig, router, serve};
+pub use http::{ServerConfig, router, serve, spawn_purge};
 pub use state::AppState;

@@ -24,6 +24,10 @@ pub struct AppState {
     /// Parsed signing keys by kid. A kid names one immutable key, so this
     /// cache can never be stale; it only saves re-parsing PKCS#8 per token.
     signing_keys: Arc<RwLock<HashMap<String, Arc<SigningKey>>>>,
+    /// Bounds concurrent Argon2id verifications (19 MiB and tens of
+    /// milliseconds each), so a flood of logins queues instead of exhausting
+    /// memory and starving the token endpoint.
+    pub(crate) password_checks: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -37,6 +41,9 @@ impl AppState {
             hasher: SecretHasher::new(&key),
             public_url: public_url.trim_end_matches('/').to_owned(),
             signing_keys: Arc::default(),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         })
     }
 

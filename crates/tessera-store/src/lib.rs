@@ -10,7 +10,7 @@ mod sqlite;
 use async_trait::async_trait;
 use tessera_core::secret::SecretHash;
 use tessera_core::{
-    AuthorizationCode, Client, Lifetimes, OpaqueAccessToken, PendingAuthorization,
+    AccessTokenRecord, AuthorizationCode, Client, Lifetimes, PendingAuthorization,
     RefreshTokenRecord, ScopeDefinition, Session, SigningKeyRecord, Tenant, TenantId, TenantName,
     UnixTime, User,
 };
@@ -62,6 +62,10 @@ pub enum CodeRedemption {
 pub trait Store: Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Deletes what has expired: pending requests, sessions, codes, tokens
+    /// and revocation-list entries. Returns how many rows went.
+    async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64>;
 
     /// The deployment-wide secret named `name`, created from `generate` the
     /// first time it is asked for.
@@ -166,5 +170,30 @@ pub trait Store: Send + Sync + 'static {
         new: &RefreshTokenRecord,
         now: UnixTime,
     ) -> StoreResult<Rotation>;
-    async fn put_opaque_access_token(&self, token: &OpaqueAccessToken) -> StoreResult<()>;
+    /// Stores an access token record (opaque token, or JWT of a family).
+    async fn put_access_token(&self, token: &AccessTokenRecord) -> StoreResult<()>;
+    async fn access_token_by_hash(
+        &self,
+        tenant: TenantId,
+        token_hash: &SecretHash,
+    ) -> StoreResult<Option<AccessTokenRecord>>;
+    async fn access_token_by_jti(
+        &self,
+        tenant: TenantId,
+        jti: &str,
+    ) -> StoreResult<Option<AccessTokenRecord>>;
+    /// Marks an access token revoked, recording it first if it was not stored
+    /// (a JWT): the revocation list of RFC 7009 for self-contained tokens.
+    async fn revoke_access_token(
+        &self,
+        token: &AccessTokenRecord,
+        now: UnixTime,
+    ) -> StoreResult<()>;
+    /// Revokes every refresh and access token of a grant family.
+    async fn revoke_family(
+        &self,
+        tenant: TenantId,
+        family_id: &str,
+        now: UnixTime,
+    ) -> StoreResult<()>;
 }

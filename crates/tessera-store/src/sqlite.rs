@@ -13,7 +13,7 @@ use sqlx::{Row, SqlitePool};
 use tessera_core::pkce::CodeChallenge;
 use tessera_core::secret::SecretHash;
 use tessera_core::{
-    AuthorizationCode, Client, ClientId, Lifetimes, OpaqueAccessToken, PendingAuthorization,
+    AccessTokenRecord, AuthorizationCode, Client, ClientId, Lifetimes, PendingAuthorization,
     RedirectUri, RefreshTokenRecord, Scope, ScopeDefinition, ScopeSet, Session, SigningKeyRecord,
     Tenant, TenantId, TenantName, UnixTime, User,
 };
@@ -184,6 +184,27 @@ fn refresh_from_row(row: &SqliteRow) -> StoreResult<RefreshTokenRecord> {
         auth_time: row.try_get::<Option<i64>, _>("auth_time")?.map(UnixTime),
         issued_at: UnixTime(row.try_get("issued_at")?),
         expires_at: UnixTime(row.try_get("expires_at")?),
+        spent: row.try_get::<Option<i64>, _>("used_at")?.is_some()
+            || row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+    })
+}
+
+fn access_from_row(row: &SqliteRow) -> StoreResult<AccessTokenRecord> {
+    Ok(AccessTokenRecord {
+        token_hash: row
+            .try_get::<Option<Vec<u8>>, _>("token_hash")?
+            .map(SecretHash),
+        jti: row.try_get("jti")?,
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        client_id: ClientId::new(row.try_get::<String, _>("client_id")?),
+        user_id: row.try_get("user_id")?,
+        scope: scope_set(&row.try_get::<String, _>("scope")?),
+        audiences: json_strings(&row.try_get::<String, _>("audiences")?),
+        auth_time: row.try_get::<Option<i64>, _>("auth_time")?.map(UnixTime),
+        issued_at: UnixTime(row.try_get("issued_at")?),
+        expires_at: UnixTime(row.try_get("expires_at")?),
+        family_id: row.try_get("family_id")?,
+        revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
     })
 }
 
@@ -237,6 +258,27 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64> {
+        // Used codes are kept a day past expiry so that a late replay is still
+        // recognised (and revokes what the code issued).
+        let statements = [
+            "DELETE FROM pending_authorizations WHERE expires_at <= ?",
+            "DELETE FROM sessions WHERE expires_at <= ?",
+            "DELETE FROM authorization_codes WHERE expires_at <= ? - 86400",
+            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+            "DELETE FROM access_tokens WHERE expires_at <= ?",
+        ];
+        let mut purged = 0;
+        for statement in statements {
+            purged += sqlx::query(statement)
+                .bind(now.0)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(purged)
     }
 
     async fn server_secret(&self, name: &str, generate: Vec<u8>) -> StoreResult<Vec<u8>> {
@@ -755,26 +797,110 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
-    async fn put_opaque_access_token(&self, t: &OpaqueAccessToken) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO access_tokens (token_hash, jti, tenant_id, client_id, user_id, scope, audiences, \
-             auth_time, issued_at, expires_at, family_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    async fn put_access_token(&self, t: &AccessTokenRecord) -> StoreResult<()> {
+        insert_access(&self.pool, t, None).await
+    }
+
+    async fn access_token_by_hash(
+        &self,
+        tenant: TenantId,
+        token_hash: &SecretHash,
+    ) -> StoreResult<Option<AccessTokenRecord>> {
+        sqlx::query("SELECT * FROM access_tokens WHERE token_hash = ? AND tenant_id = ?")
+            .bind(&token_hash.0)
+            .bind(tenant.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(access_from_row)
+            .transpose()
+    }
+
+    async fn access_token_by_jti(
+        &self,
+        tenant: TenantId,
+        jti: &str,
+    ) -> StoreResult<Option<AccessTokenRecord>> {
+        sqlx::query("SELECT * FROM access_tokens WHERE jti = ? AND tenant_id = ?")
+            .bind(jti)
+            .bind(tenant.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(access_from_row)
+            .transpose()
+    }
+
+    async fn revoke_access_token(&self, t: &AccessTokenRecord, now: UnixTime) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE access_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE jti = ? AND tenant_id = ?",
         )
-        .bind(&t.token_hash.0)
+        .bind(now.0)
         .bind(&t.jti)
         .bind(t.tenant_id.0)
-        .bind(t.client_id.as_str())
-        .bind(&t.user_id)
-        .bind(t.scope.to_string())
-        .bind(to_json(&t.audiences))
-        .bind(t.auth_time.map(|a| a.0))
-        .bind(t.issued_at.0)
-        .bind(t.expires_at.0)
-        .bind(&t.family_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if updated.rows_affected() == 0 {
+            insert_access(&mut *tx, t, Some(now)).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
+
+    async fn revoke_family(
+        &self,
+        tenant: TenantId,
+        family_id: &str,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // The family id is random and global; the tenant check is belt and braces.
+        let owned: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM refresh_tokens WHERE family_id = ? AND tenant_id = ? \
+             UNION SELECT 1 FROM access_tokens WHERE family_id = ? AND tenant_id = ? LIMIT 1",
+        )
+        .bind(family_id)
+        .bind(tenant.0)
+        .bind(family_id)
+        .bind(tenant.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if owned.is_some() {
+            revoke_family(&mut tx, family_id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn insert_access<'e, E>(
+    executor: E,
+    t: &AccessTokenRecord,
+    revoked_at: Option<UnixTime>,
+) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO access_tokens (jti, token_hash, tenant_id, client_id, user_id, scope, audiences, \
+         auth_time, issued_at, expires_at, family_id, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&t.jti)
+    .bind(t.token_hash.as_ref().map(|h| h.0.clone()))
+    .bind(t.tenant_id.0)
+    .bind(t.client_id.as_str())
+    .bind(&t.user_id)
+    .bind(t.scope.to_string())
+    .bind(to_json(&t.audiences))
+    .bind(t.auth_time.map(|a| a.0))
+    .bind(t.issued_at.0)
+    .bind(t.expires_at.0)
+    .bind(&t.family_id)
+    .bind(revoked_at.map(|r| r.0))
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 async fn insert_refresh<'e, E>(executor: E, t: &RefreshTokenRecord) -> StoreResult<()>

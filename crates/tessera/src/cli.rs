@@ -241,7 +241,18 @@ pub async fn run(args: Args) -> Result<()> {
     let public_url = args
         .public_url
         .unwrap_or_else(|| format!("http://{bind_for_url}"));
-    url::Url::parse(&public_url).with_context(|| format!("invalid --public-url '{public_url}'"))?;
+    let parsed = url::Url::parse(&public_url)
+        .with_context(|| format!("invalid --public-url '{public_url}'"))?;
+    // Routes are served at the root; a path would make issuers that the
+    // RFC 8414 well-known URLs cannot reach.
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.path() != "/"
+        || parsed.query().is_some()
+    {
+        bail!(
+            "--public-url must be an http(s) origin without a path, such as https://id.example.com"
+        );
+    }
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::connect(&args.database_url, 16)
             .await
@@ -276,7 +287,9 @@ async fn serve(state: AppState, bind: &str) -> Result<()> {
     if state.store.list_tenants().await?.is_empty() {
         print_first_steps();
     }
+    let purge = tessera_server::spawn_purge(state.clone(), std::time::Duration::from_secs(600));
     tessera_server::serve(listener, router, &config, shutdown_signal()).await?;
+    purge.abort();
     tracing::info!("stopped");
     Ok(())
 }

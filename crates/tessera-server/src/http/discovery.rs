@@ -16,12 +16,17 @@ struct Metadata {
     issuer: String,
     authorization_endpoint: String,
     token_endpoint: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
     jwks_uri: String,
     scopes_supported: Vec<String>,
     response_types_supported: [&'static str; 1],
     response_modes_supported: [&'static str; 1],
     grant_types_supported: [&'static str; 3],
     token_endpoint_auth_methods_supported: [&'static str; 3],
+    revocation_endpoint_auth_methods_supported: [&'static str; 3],
+    introspection_endpoint_auth_methods_supported: [&'static str; 2],
+    introspection_signing_alg_values_supported: [&'static str; 1],
     code_challenge_methods_supported: [&'static str; 1],
     authorization_response_iss_parameter_supported: bool,
 }
@@ -44,6 +49,8 @@ pub async fn metadata(
     let metadata = Metadata {
         authorization_endpoint: format!("{issuer}/authorize"),
         token_endpoint: format!("{issuer}/token"),
+        revocation_endpoint: format!("{issuer}/revoke"),
+        introspection_endpoint: format!("{issuer}/introspect"),
         jwks_uri: format!("{issuer}/jwks"),
         scopes_supported: scopes.iter().map(|s| s.name.to_string()).collect(),
         response_types_supported: ["code"],
@@ -54,6 +61,18 @@ pub async fn metadata(
             "client_secret_post",
             "none",
         ],
+        // Public clients may revoke their own tokens; only confidential ones introspect.
+        revocation_endpoint_auth_methods_supported: [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        introspection_endpoint_auth_methods_supported: [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        // RFC 9701 §7.
+        introspection_signing_alg_values_supported: ["ES256"],
         code_challenge_methods_supported: ["S256"],
         // RFC 9207 §3.
         authorization_response_iss_parameter_supported: true,

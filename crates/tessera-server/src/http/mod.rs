@@ -3,10 +3,12 @@
 
 mod authorize;
 mod body;
+mod client_request;
 mod discovery;
 mod errors;
 mod pages;
 mod token;
+mod token_state;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -81,6 +83,8 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             get(authorize::consent_page).post(authorize::consent),
         )
         .route("/t/{tenant}/token", post(token::token))
+        .route("/t/{tenant}/revoke", post(token_state::revocation))
+        .route("/t/{tenant}/introspect", post(token_state::introspection))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TimeoutLayer::with_status_code(
@@ -139,6 +143,21 @@ pub(crate) async fn tenant(
             Err(TenantLookup::Unavailable)
         }
     }
+}
+
+/// Deletes expired rows every `every`, for as long as the server runs.
+pub fn spawn_purge(state: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            match state.store.purge_expired(now()).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "expired rows deleted"),
+                Err(error) => tracing::warn!(%error, "purging expired rows failed"),
+            }
+        }
+    })
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets the

@@ -3,19 +3,13 @@
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use percent_encoding::percent_decode;
 use tessera_core::TokenError;
-use tessera_core::form::FormParams;
-use tessera_core::secret::BearerSecret;
 
-use super::body::{BodyError, read_form};
+use super::client_request::ClientRequest;
 use super::errors::{no_store, token_error_response};
 use crate::AppState;
-use crate::service::client_auth::{PresentedCredentials, authenticate};
 use crate::service::token::{TokenParams, exchange};
 
 pub async fn token(
@@ -42,25 +36,15 @@ async fn handle(
     body: Body,
     now: tessera_core::UnixTime,
 ) -> Result<crate::service::token::TokenResponse, TokenError> {
-    let tenant = super::tenant(state, path).await?;
-    let form = read_form(headers, body)
-        .await
-        .map_err(|error| match error {
-            BodyError::TooLarge => TokenError::InvalidRequest("the request body is too large"),
-            other => TokenError::InvalidRequest(other.description()),
-        })?;
-    // RFC 6749 §3.2: parameters MUST NOT be included more than once.
-    if form.first_repeated().is_some() {
-        return Err(TokenError::InvalidRequest(
-            "a request parameter is repeated",
-        ));
-    }
+    let ClientRequest {
+        tenant,
+        form,
+        client,
+    } = ClientRequest::read(state, path, headers, body).await?;
     let single = |name| {
         form.single(name)
             .map_err(|_| TokenError::InvalidRequest("a request parameter is repeated"))
     };
-    let presented = presented_credentials(headers, &form)?;
-    let client = authenticate(state, &tenant, presented).await?;
     let params = TokenParams {
         grant_type: single("grant_type")?,
         code: single("code")?,
@@ -70,92 +54,4 @@ async fn handle(
         scope: single("scope")?,
     };
     exchange(state, &tenant, &client, &params, now).await
-}
-
-/// Collects the client's credentials from the `Authorization` header and the
-/// body. RFC 6749 §2.3: a client MUST NOT use more than one method at once.
-fn presented_credentials(
-    headers: &HeaderMap,
-    form: &FormParams,
-) -> Result<PresentedCredentials, TokenError> {
-    let repeated = |_| TokenError::InvalidRequest("a request parameter is repeated");
-    let body_id = form.single("client_id").map_err(repeated)?;
-    let body_secret = form.single("client_secret").map_err(repeated)?;
-    let Some(authorization) = headers.get(header::AUTHORIZATION) else {
-        return Ok(match (body_id, body_secret) {
-            (Some(id), Some(secret)) => PresentedCredentials::Post {
-                client_id: id.to_owned(),
-                secret: BearerSecret::received(secret),
-            },
-            (Some(id), None) => PresentedCredentials::IdOnly {
-                client_id: id.to_owned(),
-            },
-            (None, _) => PresentedCredentials::Nothing,
-        });
-    };
-    let malformed = TokenError::InvalidClient {
-        description: "the Authorization header is malformed",
-        basic_attempted: true,
-    };
-    let (client_id, secret) = parse_basic(authorization.as_bytes()).ok_or(malformed)?;
-    if body_secret.is_some() {
-        return Err(TokenError::InvalidRequest(
-            "use one client authentication method, not both Basic and client_secret",
-        ));
-    }
-    if body_id.is_some_and(|id| id != client_id) {
-        return Err(TokenError::InvalidRequest(
-            "client_id in the body differs from the one in the Authorization header",
-        ));
-    }
-    Ok(PresentedCredentials::Basic {
-        client_id,
-        secret: BearerSecret::received(secret),
-    })
-}
-
-/// Parses `Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1,
-/// RFC 7617).
-fn parse_basic(value: &[u8]) -> Option<(String, String)> {
-    let value = std::str::from_utf8(value).ok()?;
-    let (scheme, encoded) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = STANDARD.decode(encoded.trim()).ok()?;
-    let colon = decoded.iter().position(|&b| b == b':')?;
-    let decode = |raw: &[u8]| -> Option<String> {
-        let plus_as_space: Vec<u8> = raw
-            .iter()
-            .map(|&b| if b == b'+' { b' ' } else { b })
-            .collect();
-        percent_decode(&plus_as_space)
-            .decode_utf8()
-            .ok()
-            .map(|s| s.into_owned())
-    };
-    let id = decode(&decoded[..colon])?;
-    let secret = decode(&decoded[colon + 1..])?;
-    if id.is_empty() {
-        return None;
-    }
-    Some((id, secret))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_is_form_urldecoded() {
-        let header = format!("Basic {}", STANDARD.encode("my%3Aclient:s%2Bcr+t"));
-        assert_eq!(
-            parse_basic(header.as_bytes()),
-            Some(("my:client".to_owned(), "s+cr t".to_owned()))
-        );
-        assert_eq!(parse_basic(b"Basic !!!"), None);
-        assert_eq!(parse_basic(b"Bearer abc"), None);
-        let no_colon = format!("Basic {}", STANDARD.encode("abc"));
-        assert_eq!(parse_basic(no_colon.as_bytes()), None);
-    }
 }

@@ -231,6 +231,11 @@ pub async fn login(
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| password::decoy_hash().to_owned());
     let password_text = password_text.to_owned();
+    let _permit = state
+        .password_checks
+        .acquire()
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
     let verified = tokio::task::spawn_blocking(move || password::verify(&password_text, &stored))
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?;

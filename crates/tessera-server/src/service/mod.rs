@@ -5,6 +5,7 @@ pub mod admin;
 pub mod authorize;
 pub mod client_auth;
 pub mod token;
+pub mod token_state;
 
 use tessera_core::secret::BearerSecret;
 use tessera_core::{AuthorizeError, TokenError};

@@ -8,7 +8,7 @@ use tessera_core::grant::{check_code_redemption, check_refresh, requested_scope}
 use tessera_core::jwt::{AccessTokenClaims, Audience, SigningKey};
 use tessera_core::secret::Purpose;
 use tessera_core::{
-    Client, GrantType, OpaqueAccessToken, RefreshTokenRecord, ScopeSet, Tenant, TokenError,
+    AccessTokenRecord, Client, GrantType, RefreshTokenRecord, ScopeSet, Tenant, TokenError,
     TokenFormat, UnixTime,
 };
 use tessera_store::{CodeRedemption, Rotation};
@@ -24,8 +24,10 @@ pub struct TokenResponse {
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
-    /// Always sent: RFC 6749 §5.1 requires it when the granted scope differs
-    /// from the requested one, and it costs nothing to be explicit otherwise.
+    /// Always sent when not empty: RFC 6749 §5.1 requires it when the granted
+    /// scope differs from the requested one, and it costs nothing to be
+    /// explicit otherwise. An empty scope is no scope-token at all (§3.3).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
 }
 
@@ -226,8 +228,31 @@ async fn refresh(
         scope: record.scope.clone(),
         auth_time: record.auth_time,
         issued_at: now,
-        expires_at: now.plus_seconds(tenant.lifetimes.refresh_token),
+        // The family's lifetime is absolute: rotation does not extend it.
+        expires_at: record.expires_at,
+        spent: false,
     };
+    let subject = match (&record.user_id, record.auth_time) {
+        (Some(id), Some(auth_time)) => Subject::User {
+            id: id.clone(),
+            auth_time,
+        },
+        _ => Subject::Client,
+    };
+    // The access token is made before the rotation commits, so that nothing can
+    // fail between spending the old refresh token and answering with the new
+    // one; should the rotation find reuse, revoking the family takes this
+    // access token with it.
+    let access = issue_access_token(
+        state,
+        tenant,
+        client,
+        &subject,
+        &access_scope,
+        Some(&record.family_id),
+        now,
+    )
+    .await?;
     // RFC 9700 §4.14.2: rotation; reuse of a rotated token revokes the family.
     match state
         .store
@@ -241,23 +266,6 @@ async fn refresh(
             return Err(TokenError::InvalidGrant("the refresh token is invalid"));
         }
     }
-    let subject = match (&record.user_id, record.auth_time) {
-        (Some(id), Some(auth_time)) => Subject::User {
-            id: id.clone(),
-            auth_time,
-        },
-        _ => Subject::Client,
-    };
-    let access = issue_access_token(
-        state,
-        tenant,
-        client,
-        &subject,
-        &access_scope,
-        Some(&record.family_id),
-        now,
-    )
-    .await?;
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",
@@ -309,6 +317,7 @@ async fn issue(
                 auth_time,
                 issued_at: now,
                 expires_at: now.plus_seconds(tenant.lifetimes.refresh_token),
+                spent: false,
             })
             .await
             .map_err(ServiceError::from)?;
@@ -352,11 +361,25 @@ pub async fn issue_access_token(
         Subject::User { id, auth_time } => (Some(id.as_str()), Some(*auth_time)),
         Subject::Client => (None, None),
     };
+    let record = |token_hash| AccessTokenRecord {
+        token_hash,
+        jti: jti.clone(),
+        tenant_id: tenant.id,
+        client_id: client.client_id.clone(),
+        user_id: user_id.map(str::to_owned),
+        scope: scope.clone(),
+        audiences: audiences.clone(),
+        auth_time,
+        issued_at: now,
+        expires_at,
+        family_id: family_id.map(str::to_owned),
+        revoked: false,
+    };
     match client.token_format {
         TokenFormat::Jwt => {
             let key = current_signing_key(state, tenant, now).await?;
             let issuer = state.issuer(&tenant.name);
-            let scope = scope.to_string();
+            let scope_text = scope.to_string();
             let claims = AccessTokenClaims {
                 iss: &issuer,
                 sub: user_id.unwrap_or(client.client_id.as_str()),
@@ -365,28 +388,27 @@ pub async fn issue_access_token(
                 iat: now,
                 jti: &jti,
                 client_id: client.client_id.as_str(),
-                scope: &scope,
+                scope: &scope_text,
                 auth_time,
             };
-            Ok(key.sign(&claims).map_err(ServiceError::from)?)
+            let token = key.sign(&claims).map_err(ServiceError::from)?;
+            // A JWT of a grant family is recorded by jti, so that revoking the
+            // family (or replaying its code) reaches it through introspection.
+            if family_id.is_some() {
+                state
+                    .store
+                    .put_access_token(&record(None))
+                    .await
+                    .map_err(ServiceError::from)?;
+            }
+            Ok(token)
         }
         TokenFormat::Opaque => {
             let secret = new_secret();
+            let hash = state.hasher.hash(Purpose::AccessToken, secret.expose());
             state
                 .store
-                .put_opaque_access_token(&OpaqueAccessToken {
-                    token_hash: state.hasher.hash(Purpose::AccessToken, secret.expose()),
-                    jti,
-                    tenant_id: tenant.id,
-                    client_id: client.client_id.clone(),
-                    user_id: user_id.map(str::to_owned),
-                    scope: scope.clone(),
-                    audiences,
-                    auth_time,
-                    issued_at: now,
-                    expires_at,
-                    family_id: family_id.map(str::to_owned),
-                })
+                .put_access_token(&record(Some(hash)))
                 .await
                 .map_err(ServiceError::from)?;
             Ok(secret.expose().to_owned())
@@ -395,7 +417,7 @@ pub async fn issue_access_token(
 }
 
 /// The tenant's current signing key, parsed once per kid.
-async fn current_signing_key(
+pub(crate) async fn current_signing_key(
     state: &AppState,
     tenant: &Tenant,
     now: UnixTime,

@@ -114,9 +114,12 @@ CREATE TABLE refresh_tokens (
 );
 CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
 
+-- Access tokens Tessera must be able to find again: every opaque token (by
+-- its hash), and JWTs issued under a grant family or revoked by `jti` (the
+-- revocation list; a row is kept until the token's expiry).
 CREATE TABLE access_tokens (
-    token_hash BLOB PRIMARY KEY,
-    jti        TEXT NOT NULL,
+    jti        TEXT PRIMARY KEY,
+    token_hash BLOB UNIQUE,
     tenant_id  INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     client_id  TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
     user_id    TEXT REFERENCES users(id) ON DELETE CASCADE,

@@ -495,3 +495,155 @@ async fn cookies_are_secure_when_the_public_url_is_https() {
     let html = page.text().await.unwrap();
     assert!(html.contains("action=\"https://id.example.com/t/acme/login\""));
 }
+
+#[tokio::test]
+async fn consent_form_needs_its_csrf_token_and_the_session() {
+    let (app, web) = acme(true).await;
+    let (_, challenge) = pkce_pair();
+    let url = authorize_url(&app, "acme", &web, &challenge, &[]);
+    let html = app
+        .browser
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let login = app
+        .browser
+        .post(format!("{}/login", app.issuer("acme")))
+        .form(&[
+            ("request", hidden_field(&html, "request").as_str()),
+            ("csrf", hidden_field(&html, "csrf").as_str()),
+            ("username", "alice"),
+            ("password", "wonderland"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let consent_url = login.headers()["location"].to_str().unwrap().to_owned();
+    let html = app
+        .browser
+        .get(&consent_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let request = hidden_field(&html, "request");
+    let csrf = hidden_field(&html, "csrf");
+    let consent = format!("{}/consent", app.issuer("acme"));
+    let forged = app
+        .browser
+        .post(&consent)
+        .form(&[
+            ("request", request.as_str()),
+            ("csrf", "forged"),
+            ("decision", "allow"),
+            ("scope", "read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    assert!(forged.headers().get("location").is_none());
+    let no_session = app
+        .http
+        .post(&consent)
+        .form(&[
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("decision", "allow"),
+            ("scope", "read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_session.status(), 400);
+    // The genuine form still works once, and only once.
+    let form = [
+        ("request", request.as_str()),
+        ("csrf", csrf.as_str()),
+        ("decision", "allow"),
+        ("scope", "read"),
+    ];
+    let genuine = app.browser.post(&consent).form(&form).send().await.unwrap();
+    assert_eq!(genuine.status(), 303);
+    let twice = app.browser.post(&consent).form(&form).send().await.unwrap();
+    assert_eq!(twice.status(), 400, "one decision per request");
+}
+
+#[tokio::test]
+async fn every_login_gets_a_new_session_id() {
+    let (app, web) = acme(true).await;
+    let mut session_ids = Vec::new();
+    for _ in 0..2 {
+        let (_, challenge) = pkce_pair();
+        let url = authorize_url(&app, "acme", &web, &challenge, &[]);
+        // A fresh browser each time, carrying the previous session cookie along.
+        let html = app.http.get(&url).send().await.unwrap();
+        let browser_cookie = html.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let html = html.text().await.unwrap();
+        let mut cookies = browser_cookie.clone();
+        if let Some(previous) = session_ids.last() {
+            cookies = format!("{cookies}; tessera_session={previous}");
+        }
+        let login = app
+            .http
+            .post(format!("{}/login", app.issuer("acme")))
+            .header("cookie", cookies)
+            .form(&[
+                ("request", hidden_field(&html, "request").as_str()),
+                ("csrf", hidden_field(&html, "csrf").as_str()),
+                ("username", "alice"),
+                ("password", "wonderland"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 303);
+        let set = login.headers()["set-cookie"].to_str().unwrap();
+        let id = between(set, "tessera_session=", ";");
+        session_ids.push(id);
+    }
+    assert_ne!(session_ids[0], session_ids[1]);
+}
+
+#[tokio::test]
+async fn confidential_clients_that_send_pkce_must_complete_it() {
+    let (app, web) = acme(false).await;
+    let (verifier, challenge) = pkce_pair();
+    let (wrong, _) = pkce_pair();
+    for (presented, expected) in [
+        (Some(wrong.as_str()), 400),
+        (None, 400),
+        (Some(verifier.as_str()), 200),
+    ] {
+        let code = obtain_code(&app, &web, &challenge, "read").await;
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+        ];
+        if let Some(presented) = presented {
+            form.push(("code_verifier", presented));
+        }
+        let response = app
+            .http
+            .post(app.token_url("acme"))
+            .basic_auth(&web.id, web.secret.as_deref())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{presented:?}");
+    }
+}

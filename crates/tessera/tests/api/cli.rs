@@ -277,6 +277,12 @@ fn command_line_contract() {
         vec!["scope", "create", "--tenant", "acme", "bad\"scope"],
         vec!["tenant", "delete", "nope"],
         vec!["frobnicate"],
+        vec![
+            "--public-url",
+            "https://id.example.com/auth",
+            "tenant",
+            "list",
+        ],
     ] {
         let output = tessera(d, &args);
         assert!(!output.status.success(), "{args:?} should fail");

@@ -13,3 +13,4 @@ mod client_credentials;
 mod discovery;
 mod refresh;
 mod tenants;
+mod token_state;

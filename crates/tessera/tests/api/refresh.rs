@@ -140,3 +140,29 @@ async fn concurrent_rotations_succeed_once() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn a_scope_removed_from_the_tenant_is_no_longer_refreshed() {
+    let (app, web) = acme(true).await;
+    let first = first_tokens(&app, &web).await;
+    let tenant = app
+        .state
+        .store
+        .tenant_by_name("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        app.state
+            .store
+            .delete_scope(tenant.id, "write")
+            .await
+            .unwrap()
+    );
+    let refreshed: Value = refresh(&app, &web, first["refresh_token"].as_str().unwrap(), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refreshed["scope"], "read");
+}
