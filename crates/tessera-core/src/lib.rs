@@ -16,6 +16,7 @@ pub mod pkce;
 pub mod redirect;
 pub mod scope;
 pub mod secret;
+pub mod throttle;
 pub mod time;
 
 pub use error::{AuthorizeError, TokenError};

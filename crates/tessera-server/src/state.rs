@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use tessera_core::TenantName;
 use tessera_core::jwt::SigningKey;
 use tessera_core::secret::SecretHasher;
+use tessera_core::throttle::ThrottlePolicy;
 use tessera_store::Store;
 
 use crate::service::ServiceError;
@@ -28,6 +29,11 @@ pub struct AppState {
     /// milliseconds each), so a flood of logins queues instead of exhausting
     /// memory and starving the token endpoint.
     pub(crate) password_checks: Arc<tokio::sync::Semaphore>,
+    /// Brute-force throttling of passwords.
+    pub throttle: ThrottlePolicy,
+    /// Take the client address from the last `X-Forwarded-For` entry (set this
+    /// only behind a proxy that writes that header).
+    pub trust_forwarded_for: bool,
 }
 
 impl AppState {
@@ -44,6 +50,8 @@ impl AppState {
             password_checks: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            throttle: ThrottlePolicy::default(),
+            trust_forwarded_for: false,
         })
     }
 

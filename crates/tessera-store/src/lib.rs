@@ -146,6 +146,26 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
     ) -> StoreResult<Option<Session>>;
 
+    // Throttling of password attempts.
+    /// Until when `key` is locked out, if it is.
+    async fn locked_until(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<UnixTime>>;
+    /// Counts a failure for `key` (forgetting failures from before
+    /// `window_start`) and returns the count in the current window.
+    async fn record_failure(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        now: UnixTime,
+        window_start: UnixTime,
+    ) -> StoreResult<i64>;
+    async fn lock_out(&self, tenant: TenantId, key: &str, until: UnixTime) -> StoreResult<()>;
+    async fn clear_failures(&self, tenant: TenantId, key: &str) -> StoreResult<()>;
+
     // Codes and tokens.
     async fn put_authorization_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
     /// Atomically marks the code used. RFC 6749 §4.1.2: single use, even under

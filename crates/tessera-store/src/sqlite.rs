@@ -269,6 +269,8 @@ impl Store for SqliteStore {
             "DELETE FROM authorization_codes WHERE expires_at <= ? - 86400",
             "DELETE FROM refresh_tokens WHERE expires_at <= ?",
             "DELETE FROM access_tokens WHERE expires_at <= ?",
+            // Counts whose window ended and whose lockout is over.
+            "DELETE FROM login_throttle WHERE max(locked_until, window_start + 86400) <= ?",
         ];
         let mut purged = 0;
         for statement in statements {
@@ -684,6 +686,67 @@ impl Store for SqliteStore {
             auth_time: UnixTime(row.try_get("auth_time")?),
             expires_at: UnixTime(row.try_get("expires_at")?),
         }))
+    }
+
+    async fn locked_until(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<UnixTime>> {
+        let until: Option<i64> = sqlx::query_scalar(
+            "SELECT locked_until FROM login_throttle WHERE tenant_id = ? AND key = ? AND locked_until > ?",
+        )
+        .bind(tenant.0)
+        .bind(key)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(until.map(UnixTime))
+    }
+
+    async fn record_failure(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        now: UnixTime,
+        window_start: UnixTime,
+    ) -> StoreResult<i64> {
+        // One statement, so concurrent failures are all counted.
+        let failures: i64 = sqlx::query_scalar(
+            "INSERT INTO login_throttle (tenant_id, key, failures, window_start) VALUES (?, ?, 1, ?) \
+             ON CONFLICT (tenant_id, key) DO UPDATE SET \
+               failures = CASE WHEN window_start <= ? THEN 1 ELSE failures + 1 END, \
+               window_start = CASE WHEN window_start <= ? THEN excluded.window_start ELSE window_start END \
+             RETURNING failures",
+        )
+        .bind(tenant.0)
+        .bind(key)
+        .bind(now.0)
+        .bind(window_start.0)
+        .bind(window_start.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(failures)
+    }
+
+    async fn lock_out(&self, tenant: TenantId, key: &str, until: UnixTime) -> StoreResult<()> {
+        sqlx::query("UPDATE login_throttle SET locked_until = ? WHERE tenant_id = ? AND key = ?")
+            .bind(until.0)
+            .bind(tenant.0)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_failures(&self, tenant: TenantId, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_throttle WHERE tenant_id = ? AND key = ?")
+            .bind(tenant.0)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn put_authorization_code(&self, c: &AuthorizationCode) -> StoreResult<()> {

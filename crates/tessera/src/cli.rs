@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
+use tessera_core::throttle::ThrottlePolicy;
 use tessera_core::{AuthMethod, GrantType, TokenFormat, UnixTime};
 use tessera_server::service::admin::{self, NewClient};
 use tessera_server::{AppState, ServerConfig};
@@ -44,6 +45,12 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "TESSERA_BIND", default_value = "127.0.0.1:8080")]
         bind: String,
+        #[command(flatten)]
+        throttle: ThrottleArgs,
+        /// Take the client address from the last X-Forwarded-For entry (only
+        /// behind a reverse proxy that sets it).
+        #[arg(long, env = "TESSERA_TRUST_FORWARDED_FOR")]
+        trust_forwarded_for: bool,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -62,6 +69,50 @@ enum Command {
     /// Manage a tenant's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+/// Brute-force throttling of the login form and the password grant.
+#[derive(Debug, Clone, clap::Args)]
+struct ThrottleArgs {
+    /// Failed passwords for one user from one address before a lockout.
+    #[arg(long, env = "TESSERA_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    login_max_failures: i64,
+    /// Failed passwords from one address (any user) before a lockout.
+    #[arg(long, env = "TESSERA_LOGIN_ADDRESS_MAX_FAILURES", default_value_t = 50)]
+    login_address_max_failures: i64,
+    /// Seconds after which failures are forgotten.
+    #[arg(long, env = "TESSERA_LOGIN_WINDOW", default_value_t = 900)]
+    login_window: i64,
+    /// First lockout in seconds; it doubles with each further failure.
+    #[arg(long, env = "TESSERA_LOGIN_LOCKOUT", default_value_t = 30)]
+    login_lockout: i64,
+    /// Longest lockout in seconds.
+    #[arg(long, env = "TESSERA_LOGIN_MAX_LOCKOUT", default_value_t = 900)]
+    login_max_lockout: i64,
+}
+
+impl ThrottleArgs {
+    fn policy(&self) -> Result<ThrottlePolicy> {
+        let values = [
+            self.login_max_failures,
+            self.login_address_max_failures,
+            self.login_window,
+            self.login_lockout,
+            self.login_max_lockout,
+        ];
+        if values.iter().any(|&v| v < 1) || self.login_lockout > self.login_max_lockout {
+            bail!(
+                "throttling settings must be positive, and --login-lockout at most --login-max-lockout"
+            );
+        }
+        Ok(ThrottlePolicy {
+            user_failures: self.login_max_failures,
+            address_failures: self.login_address_max_failures,
+            window: self.login_window,
+            base_lockout: self.login_lockout,
+            max_lockout: self.login_max_lockout,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,13 +280,17 @@ fn now() -> UnixTime {
 pub async fn run(args: Args) -> Result<()> {
     let default_bind =
         std::env::var("TESSERA_BIND").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    let command = args.command.unwrap_or(Command::Serve {
-        bind: default_bind.clone(),
-    });
+    let command = match args.command {
+        Some(command) => command,
+        // `tessera` alone serves, with every serve option at its default.
+        None => Args::parse_from(["tessera", "serve"])
+            .command
+            .context("the serve command")?,
+    };
     // Admin commands print issuers: they derive the same default public URL
     // as the server would.
     let bind_for_url = match &command {
-        Command::Serve { bind } => bind.clone(),
+        Command::Serve { bind, .. } => bind.clone(),
         _ => default_bind,
     };
     let public_url = args
@@ -258,9 +313,17 @@ pub async fn run(args: Args) -> Result<()> {
             .await
             .with_context(|| format!("cannot open database '{}'", args.database_url))?,
     );
-    let state = AppState::new(store, &public_url).await?;
+    let mut state = AppState::new(store, &public_url).await?;
     match command {
-        Command::Serve { bind } => serve(state, &bind).await,
+        Command::Serve {
+            bind,
+            throttle,
+            trust_forwarded_for,
+        } => {
+            state.throttle = throttle.policy()?;
+            state.trust_forwarded_for = trust_forwarded_for;
+            serve(state, &bind).await
+        }
         Command::Migrate => {
             println!("migrations applied");
             Ok(())

@@ -14,7 +14,8 @@ use super::body::read_form;
 use super::pages::{ConsentPage, LoginPage, ScopeLine, error_page, render};
 use crate::AppState;
 use crate::service::authorize::{
-    self as service, AuthorizeFailure, Decision, PageError, PendingView, SESSION_LIFETIME,
+    self as service, AuthorizeFailure, Decision, LoginOutcome, PageError, PendingView,
+    SESSION_LIFETIME,
 };
 use crate::service::new_secret;
 
@@ -61,12 +62,13 @@ impl<'a> PageContext<'a> {
         .ok()
     }
 
+    /// The login form; `failed` carries the username typed and what went wrong.
     fn login_page(
         &self,
         headers: &HeaderMap,
         view: &PendingView,
         request_id: &str,
-        failed: Option<&str>,
+        failed: Option<(&str, LoginProblem)>,
     ) -> Response {
         let (browser, new_cookie) = match cookie(headers, BROWSER_COOKIE) {
             Some(existing) => (existing.to_owned(), None),
@@ -88,13 +90,14 @@ impl<'a> PageContext<'a> {
             client_name: &view.client.name,
             request_id,
             csrf: &csrf,
-            username: failed.unwrap_or(""),
-            failed: failed.is_some(),
+            username: failed.map_or("", |(username, _)| username),
+            failed: failed.is_some_and(|(_, problem)| problem == LoginProblem::Rejected),
+            throttled: failed.is_some_and(|(_, problem)| problem == LoginProblem::Throttled),
         };
-        let status = if failed.is_some() {
-            StatusCode::UNAUTHORIZED
-        } else {
-            StatusCode::OK
+        let status = match failed {
+            None => StatusCode::OK,
+            Some((_, LoginProblem::Rejected)) => StatusCode::UNAUTHORIZED,
+            Some((_, LoginProblem::Throttled)) => StatusCode::TOO_MANY_REQUESTS,
         };
         let mut response = render(status, &page, None);
         if let Some(set) = new_cookie {
@@ -153,6 +156,13 @@ impl<'a> PageContext<'a> {
         }
         self.login_page(headers, &view, request_id, None)
     }
+}
+
+/// Why the login form is shown again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoginProblem {
+    Rejected,
+    Throttled,
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -227,6 +237,7 @@ pub async fn authorize(
 pub async fn login(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    super::ClientAddress(address): super::ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -260,10 +271,15 @@ pub async fn login(
         Err(error) => return page.error(error),
     };
     let (Some(username), Some(password)) = (username, password) else {
-        return page.login_page(&headers, &view, request_id, Some(username.unwrap_or("")));
+        return page.login_page(
+            &headers,
+            &view,
+            request_id,
+            Some((username.unwrap_or(""), LoginProblem::Rejected)),
+        );
     };
-    match service::login(&state, &tenant, username, password, now).await {
-        Ok(Some(new_session)) => {
+    match service::login(&state, &tenant, username, password, address, now).await {
+        Ok(LoginOutcome::LoggedIn(new_session)) => {
             let location = format!(
                 "{}/consent?request={}",
                 page.issuer,
@@ -280,7 +296,18 @@ pub async fn login(
             }
             response
         }
-        Ok(None) => page.login_page(&headers, &view, request_id, Some(username)),
+        Ok(LoginOutcome::Rejected) => page.login_page(
+            &headers,
+            &view,
+            request_id,
+            Some((username, LoginProblem::Rejected)),
+        ),
+        Ok(LoginOutcome::Throttled) => page.login_page(
+            &headers,
+            &view,
+            request_id,
+            Some((username, LoginProblem::Throttled)),
+        ),
         Err(error) => page.error(error.into()),
     }
 }

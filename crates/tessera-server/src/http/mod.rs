@@ -11,10 +11,11 @@ mod token;
 mod token_state;
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -120,6 +121,40 @@ async fn method_not_allowed() -> Response {
     )
 }
 
+/// The client's IP address: the TCP peer, or, when the deployment says it
+/// sits behind a proxy, the last `X-Forwarded-For` entry (the one that proxy
+/// wrote; earlier entries are the client's to forge).
+pub(crate) struct ClientAddress(pub Option<IpAddr>);
+
+impl axum::extract::FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.trust_forwarded_for {
+            let forwarded = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .last()
+                .and_then(|last| last.trim().parse().ok());
+            if forwarded.is_some() {
+                return Ok(ClientAddress(forwarded));
+            }
+        }
+        Ok(ClientAddress(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
 /// Why a tenant could not be looked up.
 pub(crate) enum TenantLookup {
     Unknown,
@@ -177,7 +212,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(connection) => connection,
                     Err(error) => {
                         // Out of file descriptors and the like: back off briefly.
@@ -187,7 +222,11 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(router.clone());
+                // Handlers see the peer address as axum's ConnectInfo.
+                let service = tower::ServiceBuilder::new()
+                    .layer(tower_http::add_extension::AddExtensionLayer::new(ConnectInfo(peer)))
+                    .service(router.clone());
+                let service = TowerToHyperService::new(service);
                 let connection = http.serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {

@@ -18,6 +18,7 @@ pub struct LoginPage<'a> {
     pub csrf: &'a str,
     pub username: &'a str,
     pub failed: bool,
+    pub throttled: bool,
 }
 
 pub struct ScopeLine {

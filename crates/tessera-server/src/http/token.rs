@@ -15,11 +15,12 @@ use crate::service::token::{TokenParams, exchange};
 pub async fn token(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    super::ClientAddress(address): super::ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let now = super::now();
-    match handle(&state, path, &headers, body, now).await {
+    match handle(&state, path, &headers, body, address, now).await {
         Ok(response) => {
             let mut response = (StatusCode::OK, axum::Json(response)).into_response();
             no_store(&mut response);
@@ -34,6 +35,7 @@ async fn handle(
     path: Result<Path<String>, PathRejection>,
     headers: &HeaderMap,
     body: Body,
+    address: Option<std::net::IpAddr>,
     now: tessera_core::UnixTime,
 ) -> Result<crate::service::token::TokenResponse, TokenError> {
     let ClientRequest {
@@ -52,6 +54,9 @@ async fn handle(
         code_verifier: single("code_verifier")?,
         refresh_token: single("refresh_token")?,
         scope: single("scope")?,
+        username: single("username")?,
+        password: single("password")?,
+        client_address: address,
     };
     exchange(state, &tenant, &client, &params, now).await
 }

@@ -5,12 +5,13 @@ use tessera_core::form::FormParams;
 use tessera_core::grant::{
     AuthorizationParams, UntrustedRedirect, resolve_redirect_uri, validate_code_request,
 };
-use tessera_core::secret::{BearerSecret, Purpose, password};
+use tessera_core::secret::{BearerSecret, Purpose};
 use tessera_core::{
     AuthorizationCode, AuthorizeError, Client, PendingAuthorization, RedirectUri, ScopeDefinition,
-    ScopeSet, Session, Tenant, UnixTime, User,
+    ScopeSet, Session, Tenant, UnixTime,
 };
 
+use super::credentials::{Verdict, check_password};
 use super::{ServiceError, new_id, new_secret};
 use crate::AppState;
 
@@ -216,31 +217,27 @@ pub struct NewSession {
     pub session: Session,
 }
 
-/// Checks a username and password and opens a new session. Unknown users and
-/// wrong passwords cost the same Argon2id verification and give the same answer.
+/// The outcome of the login form.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    LoggedIn(NewSession),
+    Rejected,
+    Throttled,
+}
+
+/// Checks a username and password and opens a new session.
 pub async fn login(
     state: &AppState,
     tenant: &Tenant,
     username: &str,
     password_text: &str,
+    address: Option<std::net::IpAddr>,
     now: UnixTime,
-) -> Result<Option<NewSession>, ServiceError> {
-    let user: Option<User> = state.store.user_by_username(tenant.id, username).await?;
-    let stored = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| password::decoy_hash().to_owned());
-    let password_text = password_text.to_owned();
-    let _permit = state
-        .password_checks
-        .acquire()
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let verified = tokio::task::spawn_blocking(move || password::verify(&password_text, &stored))
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let (Some(user), true) = (user, verified) else {
-        return Ok(None);
+) -> Result<LoginOutcome, ServiceError> {
+    let user = match check_password(state, tenant, username, password_text, address, now).await? {
+        Verdict::Verified(user) => user,
+        Verdict::Rejected => return Ok(LoginOutcome::Rejected),
+        Verdict::Throttled => return Ok(LoginOutcome::Throttled),
     };
     // A fresh session id on every login, so a planted id is worthless.
     let id = new_secret();
@@ -252,7 +249,7 @@ pub async fn login(
         expires_at: now.plus_seconds(SESSION_LIFETIME),
     };
     state.store.create_session(&session).await?;
-    Ok(Some(NewSession { id, session }))
+    Ok(LoginOutcome::LoggedIn(NewSession { id, session }))
 }
 
 /// The session a cookie names, if it is alive and belongs to this tenant.

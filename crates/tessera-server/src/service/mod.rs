@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod authorize;
 pub mod client_auth;
+pub mod credentials;
 pub mod token;
 pub mod token_state;
 

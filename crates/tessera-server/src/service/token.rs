@@ -13,6 +13,7 @@ use tessera_core::{
 };
 use tessera_store::{CodeRedemption, Rotation};
 
+use super::credentials::{Verdict, check_password};
 use super::{ServiceError, new_id, new_secret};
 use crate::AppState;
 
@@ -66,6 +67,10 @@ pub struct TokenParams<'a> {
     pub code_verifier: Option<&'a str>,
     pub refresh_token: Option<&'a str>,
     pub scope: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+    /// Where the request came from, for throttling the password grant.
+    pub client_address: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for TokenParams<'_> {
@@ -78,6 +83,9 @@ impl std::fmt::Debug for TokenParams<'_> {
             .field("code_verifier", &present(self.code_verifier))
             .field("refresh_token", &present(self.refresh_token))
             .field("scope", &self.scope)
+            .field("username", &self.username)
+            .field("password", &present(self.password))
+            .field("client_address", &self.client_address)
             .finish()
     }
 }
@@ -104,9 +112,9 @@ pub async fn exchange(
             client_credentials(state, tenant, client, params, now).await
         }
         GrantType::RefreshToken => refresh(state, tenant, client, params, now).await,
-        // Implicit is not a token-endpoint grant; the password grant arrives
-        // with its own issue and is refused until then.
-        GrantType::Implicit | GrantType::Password => Err(TokenError::UnsupportedGrantType),
+        GrantType::Password => password(state, tenant, client, params, now).await,
+        // RFC 6749 §4.2: the implicit grant has no token request.
+        GrantType::Implicit => Err(TokenError::UnsupportedGrantType),
     }
 }
 
@@ -167,6 +175,57 @@ async fn authorization_code(
         now,
     )
     .await
+}
+
+/// RFC 6749 §4.3: resource owner password credentials, for clients registered
+/// for it only (RFC 9700 §2.4: it MUST NOT be used otherwise).
+async fn password(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    params: &TokenParams<'_>,
+    now: UnixTime,
+) -> Result<TokenResponse, TokenError> {
+    if !client.allows_grant(GrantType::Password) {
+        return Err(TokenError::UnauthorizedClient(
+            "this client is not registered for the password grant",
+        ));
+    }
+    let (Some(username), Some(password_text)) = (params.username, params.password) else {
+        return Err(TokenError::InvalidRequest(
+            "username and password are required",
+        ));
+    };
+    let scope = requested_scope(params.scope, client)?;
+    let verdict = check_password(
+        state,
+        tenant,
+        username,
+        password_text,
+        params.client_address,
+        now,
+    )
+    .await?;
+    let user = match verdict {
+        Verdict::Verified(user) => user,
+        // RFC 6749 §5.2: invalid resource owner credentials are invalid_grant;
+        // unknown users and wrong passwords are not told apart.
+        Verdict::Rejected => {
+            return Err(TokenError::InvalidGrant(
+                "the username or password is incorrect",
+            ));
+        }
+        Verdict::Throttled => {
+            return Err(TokenError::InvalidGrant(
+                "too many failed attempts; try again later",
+            ));
+        }
+    };
+    let subject = Subject::User {
+        id: user.id,
+        auth_time: now,
+    };
+    issue(state, tenant, client, &subject, &scope, &scope, None, now).await
 }
 
 async fn client_credentials(

@@ -84,6 +84,16 @@ CREATE TABLE sessions (
     expires_at INTEGER NOT NULL
 );
 
+-- Failed password attempts per key ("user-at-address" or "address").
+CREATE TABLE login_throttle (
+    tenant_id    INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    key          TEXT NOT NULL,
+    failures     INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, key)
+);
+
 CREATE TABLE authorization_codes (
     code_hash               BLOB PRIMARY KEY,
     tenant_id               INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,

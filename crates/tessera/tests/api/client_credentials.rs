@@ -253,7 +253,7 @@ async fn scope_and_grant_rules() {
     .await;
     assert_eq!(body["error"], "invalid_scope");
     let (_, _, body) = error_of(
-        app.token_basic("acme", &client, &[("grant_type", "password")])
+        app.token_basic("acme", &client, &[("grant_type", "implicit")])
             .await,
     )
     .await;

@@ -1,0 +1,194 @@
+//! The resource owner password credentials grant (RFC 6749 §4.3), opt-in per
+//! client, and brute-force throttling.
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+use tessera_core::{AuthMethod, GrantType, TokenFormat};
+use tessera_server::service::admin::NewClient;
+
+use crate::helpers::*;
+
+async fn password_client(app: &TestApp) -> TestClient {
+    app.create_client(
+        "acme",
+        NewClient {
+            name: "legacy".into(),
+            auth_method: AuthMethod::ClientSecretBasic,
+            grant_types: vec![GrantType::Password, GrantType::RefreshToken],
+            redirect_uris: vec![],
+            scopes: vec!["read".into()],
+            audiences: vec![],
+            token_format: TokenFormat::Jwt,
+        },
+    )
+    .await
+}
+
+async fn grant(
+    app: &TestApp,
+    http: &reqwest::Client,
+    client: &TestClient,
+    username: &str,
+    password: &str,
+) -> (u16, Value) {
+    let response = http
+        .post(app.token_url("acme"))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn password_grant_for_registered_clients_only() {
+    let app = spawn_app().await;
+    app.create_tenant("acme").await;
+    let alice = app.create_user("acme", "alice", "wonderland").await;
+    let client = password_client(&app).await;
+    let (status, body) = grant(&app, &app.http, &client, "alice", "wonderland").await;
+    assert_eq!(status, 200, "{body}");
+    let issuer = app.issuer("acme");
+    let claims = verify_jwt(
+        body["access_token"].as_str().unwrap(),
+        &app.jwks("acme").await,
+        &issuer,
+        &issuer,
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], alice.as_str());
+    assert!(claims["auth_time"].is_i64());
+    assert!(body["refresh_token"].is_string());
+
+    // A client not registered for it is refused, even with the right password.
+    let other = app
+        .service_client("acme", AuthMethod::ClientSecretBasic)
+        .await;
+    let (status, body) = grant(&app, &app.http, &other, "alice", "wonderland").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_user_and_wrong_password_answer_alike() {
+    let app = spawn_app().await;
+    app.create_tenant("acme").await;
+    app.create_user("acme", "alice", "wonderland").await;
+    let client = password_client(&app).await;
+    let wrong = grant(&app, &app.http, &client, "alice", "nope").await;
+    let unknown = grant(&app, &app.http, &client, "mallory", "nope").await;
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong.0, 400);
+    assert_eq!(wrong.1["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn guessing_is_throttled_per_address_without_locking_the_owner_out() {
+    let app = spawn_app().await;
+    app.create_tenant("acme").await;
+    app.create_user("acme", "alice", "wonderland").await;
+    let client = password_client(&app).await;
+    for _ in 0..5 {
+        let (_, body) = grant(&app, &app.http, &client, "alice", "guess").await;
+        assert_eq!(
+            body["error_description"],
+            "the username or password is incorrect"
+        );
+    }
+    // Locked out at this address: even the right password is refused, and
+    // attempts while locked do not extend the lockout.
+    let (status, body) = grant(&app, &app.http, &client, "alice", "wonderland").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        body["error_description"],
+        "too many failed attempts; try again later"
+    );
+    // Unknown users are throttled just the same, so throttling tells nothing.
+    for _ in 0..5 {
+        grant(&app, &app.http, &client, "mallory", "guess").await;
+    }
+    let (_, body) = grant(&app, &app.http, &client, "mallory", "guess").await;
+    assert_eq!(
+        body["error_description"],
+        "too many failed attempts; try again later"
+    );
+
+    // The owner, at another address, is not locked out by the attacker.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let (status, _) = grant(&app, &elsewhere, &client, "alice", "wonderland").await;
+    assert_eq!(status, 200);
+
+    // The lockout ends by itself.
+    let tenant = app
+        .state
+        .store
+        .tenant_by_name("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let later = tessera_core::UnixTime(now().0 + 31);
+    assert!(
+        app.state
+            .store
+            .locked_until(tenant.id, "user:alice@127.0.0.1", later)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_login_form_is_throttled_too() {
+    let (app, web) = acme(true).await;
+    let (_, challenge) = pkce_pair();
+    let url = authorize_url(&app, "acme", &web, &challenge, &[]);
+    let mut last = 0;
+    for password in ["a", "b", "c", "d", "e", "wonderland"] {
+        let html = app
+            .browser
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let response = app
+            .browser
+            .post(format!("{}/login", app.issuer("acme")))
+            .form(&[
+                ("request", hidden_field(&html, "request").as_str()),
+                ("csrf", hidden_field(&html, "csrf").as_str()),
+                ("username", "alice"),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        last = response.status().as_u16();
+        if password == "wonderland" {
+            assert!(
+                response
+                    .text()
+                    .await
+                    .unwrap()
+                    .contains("Too many failed attempts")
+            );
+        }
+    }
+    assert_eq!(last, 429);
+}
