@@ -98,23 +98,32 @@ pub fn resolve_redirect_uri(
     }
 }
 
-/// Validates an authorization-code request whose client and redirect URI are
-/// already trusted; errors here are redirected to that URI (RFC 6749 §4.1.2.1).
-pub fn validate_code_request(
+/// Validates an authorization request whose client and redirect URI are
+/// already trusted; errors here are redirected to that URI (RFC 6749 §4.1.2.1,
+/// §4.2.2.1). `implicit_enabled` is the tenant's setting for `response_type=token`.
+pub fn validate_authorization_request(
     client: &Client,
     params: &AuthorizationParams<'_>,
-) -> Result<CodeRequest, AuthorizeError> {
-    match params.response_type {
+    implicit_enabled: bool,
+) -> Result<ValidRequest, AuthorizeError> {
+    let response_type = match params.response_type {
         None => return Err(AuthorizeError::InvalidRequest("response_type is required")),
-        Some("code") => {}
+        Some("code") => ResponseType::Code,
+        // RFC 9700 §2.1.2: the implicit grant SHOULD NOT be used; Tessera
+        // offers it only where both the tenant and the client opted in.
+        Some("token") if implicit_enabled && client.allows_grant(GrantType::Implicit) => {
+            ResponseType::Token
+        }
         Some(_) => return Err(AuthorizeError::UnsupportedResponseType),
-    }
-    if !client.allows_grant(GrantType::AuthorizationCode) {
+    };
+    if response_type == ResponseType::Code && !client.allows_grant(GrantType::AuthorizationCode) {
         return Err(AuthorizeError::UnauthorizedClient(
             "this client is not registered for the authorization_code grant",
         ));
     }
     let code_challenge = match (params.code_challenge, params.code_challenge_method) {
+        // PKCE protects a code; the implicit grant has none.
+        _ if response_type == ResponseType::Token => None,
         (Some(challenge), method) => Some(CodeChallenge::parse_s256(challenge, method).map_err(
             |problem| match problem {
                 PkceError::UnsupportedMethod => {
@@ -133,21 +142,50 @@ pub fn validate_code_request(
         (None, None) => None,
     };
     // RFC 9700 §2.1.1: public clients MUST use PKCE.
-    if client.is_public() && code_challenge.is_none() {
+    if response_type == ResponseType::Code && client.is_public() && code_challenge.is_none() {
         return Err(AuthorizeError::InvalidRequest(
             "code_challenge (PKCE with S256) is required for public clients",
         ));
     }
     let scope = requested_scope(params.scope, client)?;
-    Ok(CodeRequest {
+    Ok(ValidRequest {
+        response_type,
         scope,
         code_challenge,
     })
 }
 
-/// The scope and PKCE challenge of a valid code request.
+/// What the authorization endpoint returns (RFC 6749 §3.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseType {
+    /// An authorization code in the query (§4.1.2).
+    Code,
+    /// An access token in the fragment: the implicit grant (§4.2.2).
+    Token,
+}
+
+impl ResponseType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseType::Code => "code",
+            ResponseType::Token => "token",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "code" => Some(ResponseType::Code),
+            "token" => Some(ResponseType::Token),
+            _ => None,
+        }
+    }
+}
+
+/// A valid authorization request: what to return, for which scope, and the
+/// PKCE challenge of a code request.
 #[derive(Debug, Clone)]
-pub struct CodeRequest {
+pub struct ValidRequest {
+    pub response_type: ResponseType,
     pub scope: ScopeSet,
     pub code_challenge: Option<CodeChallenge>,
 }
@@ -322,44 +360,51 @@ mod tests {
     }
 
     #[test]
-    fn code_requests() {
+    fn authorization_requests() {
         let params = |response_type, challenge, method| AuthorizationParams {
             response_type,
             code_challenge: challenge,
             code_challenge_method: method,
             ..AuthorizationParams::default()
         };
+        let validate = validate_authorization_request;
         let public = client(true);
         let confidential = client(false);
-        assert!(
-            validate_code_request(
-                &public,
-                &params(Some("code"), Some(CHALLENGE), Some("S256"))
-            )
-            .is_ok()
-        );
+        let pkce = params(Some("code"), Some(CHALLENGE), Some("S256"));
+        assert!(validate(&public, &pkce, false).is_ok());
+        let no_pkce = params(Some("code"), None, None);
         assert!(matches!(
-            validate_code_request(&public, &params(Some("code"), None, None)),
+            validate(&public, &no_pkce, false),
             Err(AuthorizeError::InvalidRequest(_))
         ));
-        assert!(validate_code_request(&confidential, &params(Some("code"), None, None)).is_ok());
+        assert!(validate(&confidential, &no_pkce, false).is_ok());
+        let plain = params(Some("code"), Some(CHALLENGE), Some("plain"));
         assert!(matches!(
-            validate_code_request(
-                &confidential,
-                &params(Some("code"), Some(CHALLENGE), Some("plain"))
-            ),
+            validate(&confidential, &plain, false),
             Err(AuthorizeError::InvalidRequest(_))
         ));
-        assert_eq!(
-            validate_code_request(&confidential, &params(Some("token"), None, None)).unwrap_err(),
-            AuthorizeError::UnsupportedResponseType
-        );
         let mut m2m = confidential.clone();
         m2m.grant_types = vec![GrantType::ClientCredentials];
         assert!(matches!(
-            validate_code_request(&m2m, &params(Some("code"), None, None)),
+            validate(&m2m, &no_pkce, false),
             Err(AuthorizeError::UnauthorizedClient(_))
         ));
+
+        // The implicit grant needs the tenant's and the client's opt-in.
+        let token = params(Some("token"), None, None);
+        assert_eq!(
+            validate(&public, &token, true).unwrap_err(),
+            AuthorizeError::UnsupportedResponseType
+        );
+        let mut implicit = public.clone();
+        implicit.grant_types.push(GrantType::Implicit);
+        assert_eq!(
+            validate(&implicit, &token, false).unwrap_err(),
+            AuthorizeError::UnsupportedResponseType
+        );
+        let valid = validate(&implicit, &token, true).unwrap();
+        assert_eq!(valid.response_type, ResponseType::Token);
+        assert!(valid.code_challenge.is_none());
     }
 
     #[test]

@@ -48,11 +48,20 @@ impl Lifetimes {
     }
 }
 
+/// What a tenant has switched on, beyond the secure defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantSettings {
+    /// Whether clients registered for it may use the implicit grant
+    /// (RFC 6749 §4.2); off by default (RFC 9700 §2.1.2).
+    pub allow_implicit: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: TenantName,
     pub lifetimes: Lifetimes,
+    pub settings: TenantSettings,
     pub created_at: UnixTime,
 }
 
@@ -222,6 +231,7 @@ pub struct PendingAuthorization {
     pub scope: ScopeSet,
     pub state: Option<String>,
     pub code_challenge: Option<CodeChallenge>,
+    pub response_type: crate::grant::ResponseType,
     pub expires_at: UnixTime,
 }
 

@@ -72,6 +72,15 @@ impl RedirectUri {
         }
     }
 
+    /// Builds the redirect carrying `params` in the fragment, as the implicit
+    /// grant returns its token (RFC 6749 §4.2.2).
+    pub fn with_fragment(&self, params: &[(&str, &str)]) -> String {
+        let fragment = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        format!("{}#{fragment}", self.0)
+    }
+
     /// The origin or scheme a Content-Security-Policy `form-action` must allow
     /// so that a form may end in a redirect here.
     pub fn csp_source(&self) -> String {

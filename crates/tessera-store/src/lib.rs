@@ -12,7 +12,7 @@ use tessera_core::secret::SecretHash;
 use tessera_core::{
     AccessTokenRecord, AuthorizationCode, Client, Lifetimes, PendingAuthorization,
     RefreshTokenRecord, ScopeDefinition, Session, SigningKeyRecord, Tenant, TenantId, TenantName,
-    UnixTime, User,
+    TenantSettings, UnixTime, User,
 };
 
 pub use sqlite::SqliteStore;
@@ -83,6 +83,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
     async fn set_tenant_lifetimes(&self, tenant: TenantId, lifetimes: Lifetimes)
     -> StoreResult<()>;
+    async fn set_tenant_settings(
+        &self,
+        tenant: TenantId,
+        settings: &TenantSettings,
+    ) -> StoreResult<()>;
     /// Deletes a tenant and everything in it. Returns false if it did not exist.
     async fn delete_tenant(&self, name: &str) -> StoreResult<bool>;
 

@@ -10,12 +10,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
+use tessera_core::grant::ResponseType;
 use tessera_core::pkce::CodeChallenge;
 use tessera_core::secret::SecretHash;
 use tessera_core::{
     AccessTokenRecord, AuthorizationCode, Client, ClientId, Lifetimes, PendingAuthorization,
     RedirectUri, RefreshTokenRecord, Scope, ScopeDefinition, ScopeSet, Session, SigningKeyRecord,
-    Tenant, TenantId, TenantName, UnixTime, User,
+    Tenant, TenantId, TenantName, TenantSettings, UnixTime, User,
 };
 
 use crate::{CodeRedemption, Rotation, Store, StoreError, StoreResult};
@@ -94,6 +95,9 @@ fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
             access_token: row.try_get("access_token_ttl")?,
             refresh_token: row.try_get("refresh_token_ttl")?,
             authorization_code: row.try_get("authorization_code_ttl")?,
+        },
+        settings: TenantSettings {
+            allow_implicit: row.try_get("allow_implicit")?,
         },
         created_at: UnixTime(row.try_get("created_at")?),
     })
@@ -358,6 +362,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn set_tenant_settings(
+        &self,
+        tenant: TenantId,
+        settings: &TenantSettings,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE tenants SET allow_implicit = ? WHERE id = ?")
+            .bind(settings.allow_implicit)
+            .bind(tenant.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn delete_tenant(&self, name: &str) -> StoreResult<bool> {
         let result = sqlx::query("DELETE FROM tenants WHERE name = ?")
             .bind(name)
@@ -592,7 +609,8 @@ impl Store for SqliteStore {
     async fn put_pending_authorization(&self, p: &PendingAuthorization) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO pending_authorizations (id_hash, tenant_id, client_id, redirect_uri, \
-             redirect_uri_in_request, scope, state, code_challenge, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             redirect_uri_in_request, scope, state, code_challenge, response_type, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&p.id_hash.0)
         .bind(p.tenant_id.0)
@@ -602,6 +620,7 @@ impl Store for SqliteStore {
         .bind(p.scope.to_string())
         .bind(&p.state)
         .bind(p.code_challenge.as_ref().map(|c| c.as_str()))
+        .bind(p.response_type.as_str())
         .bind(p.expires_at.0)
         .execute(&self.pool)
         .await?;
@@ -634,6 +653,8 @@ impl Store for SqliteStore {
             code_challenge: row
                 .try_get::<Option<String>, _>("code_challenge")?
                 .map(CodeChallenge::from_stored),
+            response_type: ResponseType::parse(&row.try_get::<String, _>("response_type")?)
+                .ok_or_else(|| StoreError::Internal("unknown response_type".into()))?,
             expires_at: UnixTime(row.try_get("expires_at")?),
         }))
     }

@@ -135,6 +135,10 @@ enum TenantCommand {
         /// Authorization code lifetime in seconds (default 60).
         #[arg(long)]
         code_ttl: Option<i64>,
+        /// Allow the implicit grant for clients registered for it (default
+        /// false; discouraged by RFC 9700 §2.1.2).
+        #[arg(long)]
+        allow_implicit: Option<bool>,
         #[arg(long)]
         json: bool,
     },
@@ -432,23 +436,36 @@ async fn tenant(state: &AppState, command: TenantCommand) -> Result<()> {
             access_token_ttl,
             refresh_token_ttl,
             code_ttl,
+            allow_implicit,
             json,
         } => {
             let lifetimes =
                 admin::set_lifetimes(state, &name, access_token_ttl, refresh_token_ttl, code_ttl)
                     .await?;
+            let implicit = match allow_implicit {
+                Some(allow) => {
+                    admin::set_allow_implicit(state, &name, allow)
+                        .await?
+                        .allow_implicit
+                }
+                None => admin::tenant(state, &name).await?.settings.allow_implicit,
+            };
             let settings = json!({
                 "tenant": name,
                 "access_token_ttl": lifetimes.access_token,
                 "refresh_token_ttl": lifetimes.refresh_token,
                 "code_ttl": lifetimes.authorization_code,
+                "allow_implicit": implicit,
             });
             if json {
                 print_json(&settings);
             } else {
                 println!(
-                    "tenant {name}: access tokens {} s, refresh tokens {} s, codes {} s",
-                    lifetimes.access_token, lifetimes.refresh_token, lifetimes.authorization_code
+                    "tenant {name}: access tokens {} s, refresh tokens {} s, codes {} s, implicit grant {}",
+                    lifetimes.access_token,
+                    lifetimes.refresh_token,
+                    lifetimes.authorization_code,
+                    if implicit { "allowed" } else { "refused" }
                 );
             }
         }

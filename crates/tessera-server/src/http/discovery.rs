@@ -20,9 +20,9 @@ struct Metadata {
     introspection_endpoint: String,
     jwks_uri: String,
     scopes_supported: Vec<String>,
-    response_types_supported: [&'static str; 1],
-    response_modes_supported: [&'static str; 1],
-    grant_types_supported: [&'static str; 3],
+    response_types_supported: Vec<&'static str>,
+    response_modes_supported: [&'static str; 2],
+    grant_types_supported: Vec<&'static str>,
     token_endpoint_auth_methods_supported: [&'static str; 3],
     revocation_endpoint_auth_methods_supported: [&'static str; 3],
     introspection_endpoint_auth_methods_supported: [&'static str; 2],
@@ -45,6 +45,24 @@ pub async fn metadata(
         Ok(scopes) => scopes,
         Err(error) => return token_error_response(ServiceError::from(error).into()),
     };
+    let clients = match state.store.list_clients(tenant.id).await {
+        Ok(clients) => clients,
+        Err(error) => return token_error_response(ServiceError::from(error).into()),
+    };
+    // Exactly what this tenant offers: the legacy grants only where enabled.
+    let mut response_types_supported = vec!["code"];
+    let mut grant_types_supported =
+        vec!["authorization_code", "client_credentials", "refresh_token"];
+    if tenant.settings.allow_implicit {
+        response_types_supported.push("token");
+        grant_types_supported.push("implicit");
+    }
+    if clients
+        .iter()
+        .any(|c| c.allows_grant(tessera_core::GrantType::Password))
+    {
+        grant_types_supported.push("password");
+    }
     let issuer = state.issuer(&tenant.name);
     let metadata = Metadata {
         authorization_endpoint: format!("{issuer}/authorize"),
@@ -53,9 +71,9 @@ pub async fn metadata(
         introspection_endpoint: format!("{issuer}/introspect"),
         jwks_uri: format!("{issuer}/jwks"),
         scopes_supported: scopes.iter().map(|s| s.name.to_string()).collect(),
-        response_types_supported: ["code"],
-        response_modes_supported: ["query"],
-        grant_types_supported: ["authorization_code", "client_credentials", "refresh_token"],
+        response_types_supported,
+        response_modes_supported: ["query", "fragment"],
+        grant_types_supported,
         token_endpoint_auth_methods_supported: [
             "client_secret_basic",
             "client_secret_post",

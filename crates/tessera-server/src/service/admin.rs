@@ -5,7 +5,8 @@ use tessera_core::jwt::generate_key;
 use tessera_core::secret::{BearerSecret, Purpose, password};
 use tessera_core::{
     AuthMethod, Client, ClientId, GrantType, Lifetimes, RedirectUri, Scope, ScopeDefinition,
-    ScopeSet, SigningKeyRecord, Tenant, TenantId, TenantName, TokenFormat, UnixTime, User,
+    ScopeSet, SigningKeyRecord, Tenant, TenantId, TenantName, TenantSettings, TokenFormat,
+    UnixTime, User,
 };
 use tessera_store::StoreError;
 
@@ -91,6 +92,22 @@ pub async fn set_lifetimes(
         .set_tenant_lifetimes(tenant.id, lifetimes)
         .await?;
     Ok(lifetimes)
+}
+
+/// Switches the implicit grant on or off for a tenant.
+pub async fn set_allow_implicit(
+    state: &AppState,
+    tenant_name: &str,
+    allow: bool,
+) -> Result<TenantSettings, AdminError> {
+    let tenant = tenant(state, tenant_name).await?;
+    let mut settings: TenantSettings = tenant.settings;
+    settings.allow_implicit = allow;
+    state
+        .store
+        .set_tenant_settings(tenant.id, &settings)
+        .await?;
+    Ok(settings)
 }
 
 /// Adds a new signing key. The previous one stays published for as long as a

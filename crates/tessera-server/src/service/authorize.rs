@@ -3,7 +3,8 @@
 
 use tessera_core::form::FormParams;
 use tessera_core::grant::{
-    AuthorizationParams, UntrustedRedirect, resolve_redirect_uri, validate_code_request,
+    AuthorizationParams, ResponseType, UntrustedRedirect, resolve_redirect_uri,
+    validate_authorization_request,
 };
 use tessera_core::secret::{BearerSecret, Purpose};
 use tessera_core::{
@@ -12,6 +13,7 @@ use tessera_core::{
 };
 
 use super::credentials::{Verdict, check_password};
+use super::token::{Subject, issue_access_token};
 use super::{ServiceError, new_id, new_secret};
 use crate::AppState;
 
@@ -65,6 +67,8 @@ pub struct ErrorRedirect {
     pub redirect_uri: RedirectUri,
     pub error: AuthorizeError,
     pub state: Option<String>,
+    /// Implicit-grant errors travel in the fragment (RFC 6749 §4.2.2.1).
+    pub in_fragment: bool,
 }
 
 #[derive(Debug)]
@@ -119,11 +123,13 @@ pub async fn begin(
 
     // From here on errors go back to the client (RFC 6749 §4.1.2.1).
     let client_state = query.single("state").ok().flatten().map(str::to_owned);
+    let implicit_requested = query.single("response_type").ok().flatten() == Some("token");
     let redirect_error = |error| {
         AuthorizeFailure::Redirect(ErrorRedirect {
             redirect_uri: redirect_uri.clone(),
             error,
             state: client_state.clone(),
+            in_fragment: implicit_requested,
         })
     };
     // RFC 6749 §3.1: request parameters MUST NOT be included more than once.
@@ -140,7 +146,8 @@ pub async fn begin(
         code_challenge: single("code_challenge")?,
         code_challenge_method: single("code_challenge_method")?,
     };
-    let request = validate_code_request(&client, &params).map_err(redirect_error)?;
+    let request = validate_authorization_request(&client, &params, tenant.settings.allow_implicit)
+        .map_err(redirect_error)?;
 
     let request_id = new_secret();
     let pending = PendingAuthorization {
@@ -154,6 +161,7 @@ pub async fn begin(
         scope: request.scope,
         state: client_state.clone(),
         code_challenge: request.code_challenge,
+        response_type: request.response_type,
         expires_at: now.plus_seconds(PENDING_LIFETIME),
     };
     state
@@ -311,10 +319,23 @@ pub async fn decide(
                 redirect_uri: pending.redirect_uri,
                 error: AuthorizeError::AccessDenied,
                 state: pending.state,
+                in_fragment: pending.response_type == ResponseType::Token,
             },
             &issuer,
         ));
     };
+    if pending.response_type == ResponseType::Token {
+        return implicit_response(
+            state,
+            tenant,
+            &view.client,
+            session,
+            &pending,
+            &granted,
+            now,
+        )
+        .await;
+    }
     let code = new_secret();
     state
         .store
@@ -352,5 +373,46 @@ pub fn error_location(redirect: &ErrorRedirect, issuer: &str) -> String {
         params.push(("state", client_state));
     }
     params.push(("iss", issuer));
-    redirect.redirect_uri.with_query(&params)
+    if redirect.in_fragment {
+        redirect.redirect_uri.with_fragment(&params)
+    } else {
+        redirect.redirect_uri.with_query(&params)
+    }
+}
+
+/// RFC 6749 §4.2.2: the implicit grant's access token, in the fragment, and
+/// never a refresh token.
+async fn implicit_response(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    session: &Session,
+    pending: &PendingAuthorization,
+    granted: &ScopeSet,
+    now: UnixTime,
+) -> Result<String, PageError> {
+    let subject = Subject::User {
+        id: session.user_id.clone(),
+        auth_time: session.auth_time,
+    };
+    let token = issue_access_token(state, tenant, client, &subject, granted, None, now)
+        .await
+        .map_err(|_| PageError::Internal)?;
+    let issuer = state.issuer(&tenant.name);
+    let expires_in = tenant.lifetimes.access_token.to_string();
+    let scope = granted.to_string();
+    let mut params = vec![
+        ("access_token", token.as_str()),
+        ("token_type", "Bearer"),
+        ("expires_in", expires_in.as_str()),
+    ];
+    // §4.2.2: scope is required when it differs from the request.
+    if granted != &pending.scope {
+        params.push(("scope", scope.as_str()));
+    }
+    if let Some(client_state) = pending.state.as_deref() {
+        params.push(("state", client_state));
+    }
+    params.push(("iss", &issuer));
+    Ok(pending.redirect_uri.with_fragment(&params))
 }

@@ -12,6 +12,7 @@ CREATE TABLE tenants (
     access_token_ttl       INTEGER NOT NULL,
     refresh_token_ttl      INTEGER NOT NULL,
     authorization_code_ttl INTEGER NOT NULL,
+    allow_implicit         INTEGER NOT NULL DEFAULT 0,
     created_at             INTEGER NOT NULL
 );
 
@@ -73,6 +74,7 @@ CREATE TABLE pending_authorizations (
     scope                   TEXT NOT NULL,
     state                   TEXT,
     code_challenge          TEXT,
+    response_type           TEXT NOT NULL,
     expires_at              INTEGER NOT NULL
 );
 

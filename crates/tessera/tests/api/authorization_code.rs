@@ -214,7 +214,7 @@ async fn request_errors_are_redirected_with_state_and_iss() {
             "invalid_request",
         ),
         (
-            format!("{base}&response_type=token&{pkce}"),
+            format!("{base}&response_type=id_token&{pkce}"),
             "unsupported_response_type",
         ),
         (format!("{base}&{pkce}"), "invalid_request"),

@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod client_credentials;
 mod discovery;
+mod implicit;
 mod password;
 mod refresh;
 mod tenants;
