@@ -89,7 +89,7 @@ pub fn resolve_redirect_uri(
     match requested {
         Some(requested) => client
             .registered_redirect_uri(requested)
-            .map(|uri| (uri.clone(), true))
+            .map(|uri| (uri, true))
             .ok_or(UntrustedRedirect::NotRegistered),
         None => match client.redirect_uris.as_slice() {
             [only] => Ok((only.clone(), false)),
@@ -292,6 +292,9 @@ mod tests {
             scopes: ScopeSet::parse("read write").unwrap(),
             audiences: vec![],
             token_format: TokenFormat::Jwt,
+            app_type: None,
+            access_token_ttl: None,
+            refresh_token_ttl: None,
             created_at: UnixTime(0),
         }
     }

@@ -129,6 +129,35 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// Kinds of application, each with its own secure defaults.
+    AppType {
+        Web => "web",
+        Spa => "spa",
+        Native => "native",
+        M2m => "m2m",
+    }
+}
+
+impl AppType {
+    /// (confidential, grant types) for this kind of application.
+    pub fn defaults(self) -> (bool, Vec<GrantType>) {
+        match self {
+            AppType::Web => (
+                true,
+                vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            ),
+            // RFC 8252 §8.4 and the browser-based apps BCP: public clients,
+            // code with PKCE, refresh tokens rotated on every use.
+            AppType::Spa | AppType::Native => (
+                false,
+                vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            ),
+            AppType::M2m => (true, vec![GrantType::ClientCredentials]),
+        }
+    }
+}
+
+wire_enum! {
     /// The form of the access tokens issued to a client.
     TokenFormat {
         Jwt => "jwt",
@@ -152,10 +181,28 @@ pub struct Client {
     /// The `aud` values of its access tokens.
     pub audiences: Vec<String>,
     pub token_format: TokenFormat,
+    /// The kind of application it was registered as, if any.
+    pub app_type: Option<AppType>,
+    /// Overrides of the tenant's access and refresh token lifetimes.
+    pub access_token_ttl: Option<i64>,
+    pub refresh_token_ttl: Option<i64>,
     pub created_at: UnixTime,
 }
 
 impl Client {
+    /// The lifetimes that apply to this client's tokens.
+    pub fn lifetimes(&self, tenant: Lifetimes) -> Lifetimes {
+        Lifetimes {
+            access_token: self.access_token_ttl.unwrap_or(tenant.access_token),
+            refresh_token: self.refresh_token_ttl.unwrap_or(tenant.refresh_token),
+            authorization_code: tenant.authorization_code,
+        }
+    }
+
+    pub fn is_native(&self) -> bool {
+        self.app_type == Some(AppType::Native)
+    }
+
     /// RFC 6749 §2.1: a public client cannot keep a secret.
     pub fn is_public(&self) -> bool {
         self.auth_method == AuthMethod::None
@@ -165,10 +212,24 @@ impl Client {
         self.grant_types.contains(&grant)
     }
 
-    /// The registered redirect URI that exactly equals `requested`
-    /// (RFC 9700 §4.1.3: exact string matching).
-    pub fn registered_redirect_uri(&self, requested: &str) -> Option<&RedirectUri> {
-        self.redirect_uris.iter().find(|u| u.as_str() == requested)
+    /// The redirect URI to use for `requested`: a registered one that equals it
+    /// exactly (RFC 9700 §4.1.3), or, for a native app, a loopback IP URI that
+    /// differs from a registered one only in its port (RFC 8252 §7.3).
+    pub fn registered_redirect_uri(&self, requested: &str) -> Option<RedirectUri> {
+        if let Some(exact) = self.redirect_uris.iter().find(|u| u.as_str() == requested) {
+            return Some(exact.clone());
+        }
+        if !self.is_native() {
+            return None;
+        }
+        let portless = crate::redirect::loopback_without_port(requested)?;
+        self.redirect_uris
+            .iter()
+            .any(|u| {
+                crate::redirect::loopback_without_port(u.as_str()).as_deref()
+                    == Some(portless.as_str())
+            })
+            .then(|| RedirectUri::from_stored(requested.to_owned()))
     }
 }
 

@@ -95,6 +95,24 @@ impl RedirectUri {
     }
 }
 
+/// A loopback IP redirect URI (`http://127.0.0.1...` or `http://[::1]...`)
+/// with its port removed, for the port-agnostic match of RFC 8252 §7.3.
+/// `localhost` is not a loopback IP (RFC 8252 §8.3) and gets no such leeway.
+pub fn loopback_without_port(uri: &str) -> Option<String> {
+    let mut url = Url::parse(uri).ok()?;
+    if url.scheme() != "http" || !matches!(url.host_str(), Some("127.0.0.1") | Some("[::1]")) {
+        return None;
+    }
+    url.set_port(None).ok()?;
+    Some(url.into())
+}
+
+/// Whether `uri` uses a private-use scheme (RFC 8252 §7.1), which only native
+/// apps may register.
+pub fn is_private_use_scheme(uri: &str) -> bool {
+    Url::parse(uri).is_ok_and(|url| !matches!(url.scheme(), "http" | "https"))
+}
+
 impl fmt::Display for RedirectUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -126,6 +144,22 @@ mod tests {
             RedirectUri::parse("javascript:alert(1)"),
             Err(InvalidRedirectUri::InsecureScheme)
         );
+    }
+
+    #[test]
+    fn loopback_ports() {
+        assert_eq!(
+            loopback_without_port("http://127.0.0.1:53123/cb").as_deref(),
+            Some("http://127.0.0.1/cb")
+        );
+        assert_eq!(
+            loopback_without_port("http://[::1]:8/cb").as_deref(),
+            Some("http://[::1]/cb")
+        );
+        assert_eq!(loopback_without_port("http://localhost:8/cb"), None);
+        assert_eq!(loopback_without_port("https://127.0.0.1:8/cb"), None);
+        assert!(is_private_use_scheme("com.example.app:/cb"));
+        assert!(!is_private_use_scheme("https://a.example/cb"));
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Clients.
     async fn create_client(&self, client: &Client) -> StoreResult<()>;
+    /// Replaces a client's settings (everything but its id and secret).
+    async fn update_client(&self, client: &Client) -> StoreResult<()>;
     async fn client(&self, tenant: TenantId, client_id: &str) -> StoreResult<Option<Client>>;
     async fn list_clients(&self, tenant: TenantId) -> StoreResult<Vec<Client>>;
     async fn delete_client(&self, tenant: TenantId, client_id: &str) -> StoreResult<bool>;

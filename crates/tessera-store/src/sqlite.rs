@@ -145,6 +145,13 @@ fn client_from_row(row: &SqliteRow) -> StoreResult<Client> {
             .try_get::<String, _>("token_format")?
             .parse()
             .map_err(parse_err)?,
+        app_type: row
+            .try_get::<Option<String>, _>("app_type")?
+            .map(|t| t.parse())
+            .transpose()
+            .map_err(parse_err)?,
+        access_token_ttl: row.try_get("access_token_ttl")?,
+        refresh_token_ttl: row.try_get("refresh_token_ttl")?,
         created_at: UnixTime(row.try_get("created_at")?),
     })
 }
@@ -235,6 +242,59 @@ async fn revoke_family(
     .bind(family_id)
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Writes everything of a client but its id, secret and creation time,
+/// scopes included (defining unknown ones with an empty description).
+async fn write_client_settings(
+    conn: &mut sqlx::SqliteConnection,
+    client: &Client,
+) -> StoreResult<()> {
+    let grant_types: Vec<&str> = client.grant_types.iter().map(|g| g.as_str()).collect();
+    let redirect_uris: Vec<String> = client
+        .redirect_uris
+        .iter()
+        .map(|u| u.as_str().to_owned())
+        .collect();
+    let updated = sqlx::query(
+        "UPDATE clients SET name = ?, grant_types = ?, redirect_uris = ?, audiences = ?, token_format = ?, \
+         app_type = ?, access_token_ttl = ?, refresh_token_ttl = ? WHERE client_id = ? AND tenant_id = ?",
+    )
+    .bind(&client.name)
+    .bind(grant_types.join(" "))
+    .bind(to_json(&redirect_uris))
+    .bind(to_json(&client.audiences))
+    .bind(client.token_format.as_str())
+    .bind(client.app_type.map(|t| t.as_str()))
+    .bind(client.access_token_ttl)
+    .bind(client.refresh_token_ttl)
+    .bind(client.client_id.as_str())
+    .bind(client.tenant_id.0)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    sqlx::query("DELETE FROM client_scopes WHERE client_id = ?")
+        .bind(client.client_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    for scope in client.scopes.iter() {
+        sqlx::query(
+            "INSERT OR IGNORE INTO scopes (tenant_id, name, description) VALUES (?, ?, '')",
+        )
+        .bind(client.tenant_id.0)
+        .bind(scope.as_str())
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("INSERT INTO client_scopes (client_id, tenant_id, scope) VALUES (?, ?, ?)")
+            .bind(client.client_id.as_str())
+            .bind(client.tenant_id.0)
+            .bind(scope.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -471,44 +531,28 @@ impl Store for SqliteStore {
     }
 
     async fn create_client(&self, client: &Client) -> StoreResult<()> {
-        let grant_types: Vec<&str> = client.grant_types.iter().map(|g| g.as_str()).collect();
-        let redirect_uris: Vec<String> = client
-            .redirect_uris
-            .iter()
-            .map(|u| u.as_str().to_owned())
-            .collect();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO clients (client_id, tenant_id, name, secret_hash, auth_method, grant_types, \
-             redirect_uris, audiences, token_format, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             redirect_uris, audiences, token_format, app_type, access_token_ttl, refresh_token_ttl, created_at) \
+             VALUES (?, ?, ?, ?, ?, '', '[]', '[]', 'jwt', NULL, NULL, NULL, ?)",
         )
         .bind(client.client_id.as_str())
         .bind(client.tenant_id.0)
         .bind(&client.name)
         .bind(client.secret_hash.as_ref().map(|h| h.0.clone()))
         .bind(client.auth_method.as_str())
-        .bind(grant_types.join(" "))
-        .bind(to_json(&redirect_uris))
-        .bind(to_json(&client.audiences))
-        .bind(client.token_format.as_str())
         .bind(client.created_at.0)
         .execute(&mut *tx)
         .await?;
-        for scope in client.scopes.iter() {
-            sqlx::query(
-                "INSERT OR IGNORE INTO scopes (tenant_id, name, description) VALUES (?, ?, '')",
-            )
-            .bind(client.tenant_id.0)
-            .bind(scope.as_str())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("INSERT INTO client_scopes (client_id, tenant_id, scope) VALUES (?, ?, ?)")
-                .bind(client.client_id.as_str())
-                .bind(client.tenant_id.0)
-                .bind(scope.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
+        write_client_settings(&mut tx, client).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_client(&self, client: &Client) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        write_client_settings(&mut tx, client).await?;
         tx.commit().await?;
         Ok(())
     }

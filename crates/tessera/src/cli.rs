@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tessera_core::throttle::ThrottlePolicy;
-use tessera_core::{AuthMethod, GrantType, TokenFormat, UnixTime};
+use tessera_core::{AppType, AuthMethod, GrantType, TokenFormat, UnixTime};
 use tessera_server::service::admin::{self, NewClient};
 use tessera_server::{AppState, ServerConfig};
 use tessera_store::{SqliteStore, Store};
@@ -189,6 +189,81 @@ enum TokenFormatArg {
     Opaque,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AppTypeArg {
+    /// A server-side web app: confidential, authorization code + refresh.
+    Web,
+    /// A browser app: public, authorization code with PKCE + rotating refresh.
+    Spa,
+    /// A mobile or desktop app (RFC 8252): as spa, plus loopback redirects on
+    /// any port and private-use URI schemes.
+    Native,
+    /// A service: confidential, client credentials only.
+    M2m,
+}
+
+impl From<AppTypeArg> for AppType {
+    fn from(arg: AppTypeArg) -> Self {
+        match arg {
+            AppTypeArg::Web => AppType::Web,
+            AppTypeArg::Spa => AppType::Spa,
+            AppTypeArg::Native => AppType::Native,
+            AppTypeArg::M2m => AppType::M2m,
+        }
+    }
+}
+
+/// Settings shared by `client create` and `client set`; given lists replace.
+#[derive(Debug, Clone, clap::Args)]
+struct ClientSettingsArgs {
+    /// authorization_code, client_credentials, refresh_token, password, implicit.
+    #[arg(long = "grant-type", value_parser = parse_grant_type)]
+    grant_types: Vec<GrantType>,
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    #[arg(long, value_enum)]
+    token_format: Option<TokenFormatArg>,
+    /// Access token lifetime for this client, in seconds (default: the tenant's).
+    #[arg(long)]
+    access_token_ttl: Option<i64>,
+    /// Refresh token lifetime for this client, in seconds (default: the tenant's).
+    #[arg(long)]
+    refresh_token_ttl: Option<i64>,
+}
+
+impl ClientSettingsArgs {
+    fn apply(self, client: &mut NewClient) {
+        if !self.grant_types.is_empty() {
+            client.grant_types = self.grant_types;
+        }
+        if !self.redirect_uris.is_empty() {
+            client.redirect_uris = self.redirect_uris;
+        }
+        if !self.scopes.is_empty() {
+            client.scopes = self.scopes;
+        }
+        if !self.audiences.is_empty() {
+            client.audiences = self.audiences;
+        }
+        if let Some(format) = self.token_format {
+            client.token_format = match format {
+                TokenFormatArg::Jwt => TokenFormat::Jwt,
+                TokenFormatArg::Opaque => TokenFormat::Opaque,
+            };
+        }
+        if self.access_token_ttl.is_some() {
+            client.access_token_ttl = self.access_token_ttl;
+        }
+        if self.refresh_token_ttl.is_some() {
+            client.refresh_token_ttl = self.refresh_token_ttl;
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum ClientCommand {
     /// Register a client; its secret is printed once and never again.
@@ -197,22 +272,29 @@ enum ClientCommand {
         tenant: String,
         #[arg(long)]
         name: String,
+        /// The kind of application: chooses secure defaults that the other
+        /// flags may override.
+        #[arg(long = "type", value_enum)]
+        app_type: Option<AppTypeArg>,
         /// A public client (no secret; --auth-method none).
         #[arg(long)]
         public: bool,
-        /// authorization_code, client_credentials, refresh_token, password, implicit.
-        #[arg(long = "grant-type", value_parser = parse_grant_type)]
-        grant_types: Vec<GrantType>,
-        #[arg(long = "redirect-uri")]
-        redirect_uris: Vec<String>,
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        #[arg(long = "audience")]
-        audiences: Vec<String>,
         #[arg(long, value_enum)]
         auth_method: Option<AuthMethodArg>,
-        #[arg(long, value_enum, default_value = "jwt")]
-        token_format: TokenFormatArg,
+        #[command(flatten)]
+        settings: ClientSettingsArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a client's settings (its secret and public/confidential nature stay).
+    Set {
+        #[arg(long)]
+        tenant: String,
+        client_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        settings: ClientSettingsArgs,
         #[arg(long)]
         json: bool,
     },
@@ -545,46 +627,30 @@ async fn client(state: &AppState, command: ClientCommand) -> Result<()> {
         ClientCommand::Create {
             tenant,
             name,
+            app_type,
             public,
-            grant_types,
-            redirect_uris,
-            scopes,
-            audiences,
             auth_method,
-            token_format,
+            settings,
             json,
         } => {
-            let auth_method = match (public, auth_method) {
+            let mut request = match app_type {
+                Some(app_type) => NewClient::of_type(&name, app_type.into()),
+                None => NewClient {
+                    grant_types: vec![GrantType::AuthorizationCode],
+                    app_type: None,
+                    ..NewClient::of_type(&name, AppType::Web)
+                },
+            };
+            request.auth_method = match (public, auth_method) {
                 (true, None | Some(AuthMethodArg::None)) => AuthMethod::None,
                 (true, Some(_)) => bail!("--public means --auth-method none"),
-                (false, None) => AuthMethod::ClientSecretBasic,
+                (false, None) => request.auth_method,
                 (false, Some(AuthMethodArg::ClientSecretBasic)) => AuthMethod::ClientSecretBasic,
                 (false, Some(AuthMethodArg::ClientSecretPost)) => AuthMethod::ClientSecretPost,
                 (false, Some(AuthMethodArg::None)) => AuthMethod::None,
             };
-            let grant_types = if grant_types.is_empty() {
-                vec![GrantType::AuthorizationCode]
-            } else {
-                grant_types
-            };
-            let created = admin::create_client(
-                state,
-                &tenant,
-                NewClient {
-                    name,
-                    auth_method,
-                    grant_types,
-                    redirect_uris,
-                    scopes,
-                    audiences,
-                    token_format: match token_format {
-                        TokenFormatArg::Jwt => TokenFormat::Jwt,
-                        TokenFormatArg::Opaque => TokenFormat::Opaque,
-                    },
-                },
-                now(),
-            )
-            .await?;
+            settings.apply(&mut request);
+            let created = admin::create_client(state, &tenant, request, now()).await?;
             let secret = created.secret.as_ref().map(|s| s.expose().to_owned());
             if json {
                 print_json(
@@ -598,29 +664,31 @@ async fn client(state: &AppState, command: ClientCommand) -> Result<()> {
                 }
             }
         }
+        ClientCommand::Set {
+            tenant,
+            client_id,
+            name,
+            settings,
+            json,
+        } => {
+            let existing = admin::client(state, &tenant, &client_id).await?;
+            let mut request = NewClient::from_client(&existing);
+            if let Some(name) = name {
+                request.name = name;
+            }
+            settings.apply(&mut request);
+            let updated = admin::update_client(state, &tenant, &client_id, request).await?;
+            if json {
+                print_json(&client_json(&updated));
+            } else {
+                println!("updated client {client_id}");
+            }
+        }
         ClientCommand::List { tenant, json } => {
             let t = admin::tenant(state, &tenant).await?;
             let clients = state.store.list_clients(t.id).await?;
-            let grants = |c: &tessera_core::Client| -> Vec<&str> {
-                c.grant_types.iter().map(|g| g.as_str()).collect()
-            };
             if json {
-                let list: Vec<_> = clients
-                    .iter()
-                    .map(|c| {
-                        json!({
-                            "client_id": c.client_id.as_str(),
-                            "name": c.name,
-                            "auth_method": c.auth_method.as_str(),
-                            "grant_types": grants(c),
-                            "redirect_uris": c.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
-                            "scopes": c.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-                            "audiences": c.audiences,
-                            "token_format": c.token_format.as_str(),
-                        })
-                    })
-                    .collect();
-                print_json(&json!(list));
+                print_json(&json!(clients.iter().map(client_json).collect::<Vec<_>>()));
             } else {
                 let rows: Vec<Vec<String>> = clients
                     .iter()
@@ -628,13 +696,17 @@ async fn client(state: &AppState, command: ClientCommand) -> Result<()> {
                         vec![
                             c.client_id.to_string(),
                             c.name.clone(),
+                            c.app_type.map_or("-", |t| t.as_str()).to_owned(),
                             c.auth_method.to_string(),
-                            grants(c).join(","),
+                            grant_names(c).join(","),
                             c.scopes.to_string(),
                         ]
                     })
                     .collect();
-                print_table(&["CLIENT_ID", "NAME", "AUTH", "GRANTS", "SCOPES"], &rows);
+                print_table(
+                    &["CLIENT_ID", "NAME", "TYPE", "AUTH", "GRANTS", "SCOPES"],
+                    &rows,
+                );
             }
         }
         ClientCommand::Delete { tenant, client_id } => {
@@ -646,6 +718,27 @@ async fn client(state: &AppState, command: ClientCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn grant_names(client: &tessera_core::Client) -> Vec<&'static str> {
+    client.grant_types.iter().map(|g| g.as_str()).collect()
+}
+
+/// A client as `client list --json` and `client set --json` print it.
+fn client_json(c: &tessera_core::Client) -> serde_json::Value {
+    json!({
+        "client_id": c.client_id.as_str(),
+        "name": c.name,
+        "type": c.app_type.map(|t| t.as_str()),
+        "auth_method": c.auth_method.as_str(),
+        "grant_types": grant_names(c),
+        "redirect_uris": c.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        "scopes": c.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "audiences": c.audiences,
+        "token_format": c.token_format.as_str(),
+        "access_token_ttl": c.access_token_ttl,
+        "refresh_token_ttl": c.refresh_token_ttl,
+    })
 }
 
 async fn user(state: &AppState, command: UserCommand) -> Result<()> {

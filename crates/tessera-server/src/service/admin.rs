@@ -2,11 +2,12 @@
 //! drives it.
 
 use tessera_core::jwt::generate_key;
+use tessera_core::redirect::is_private_use_scheme;
 use tessera_core::secret::{BearerSecret, Purpose, password};
 use tessera_core::{
-    AuthMethod, Client, ClientId, GrantType, Lifetimes, RedirectUri, Scope, ScopeDefinition,
-    ScopeSet, SigningKeyRecord, Tenant, TenantId, TenantName, TenantSettings, TokenFormat,
-    UnixTime, User,
+    AppType, AuthMethod, Client, ClientId, GrantType, Lifetimes, RedirectUri, Scope,
+    ScopeDefinition, ScopeSet, SigningKeyRecord, Tenant, TenantId, TenantName, TenantSettings,
+    TokenFormat, UnixTime, User,
 };
 use tessera_store::StoreError;
 
@@ -120,7 +121,16 @@ pub async fn rotate_key(
     let tenant = tenant(state, tenant_name).await?;
     let key = new_key_record(tenant.id, now)?;
     let kid = key.kid.clone();
-    let retire_at = now.plus_seconds(tenant.lifetimes.access_token);
+    // The old key stays published while any token it signed can be alive:
+    // the longest access-token lifetime of the tenant and its clients.
+    let longest = state
+        .store
+        .list_clients(tenant.id)
+        .await?
+        .iter()
+        .map(|c| c.lifetimes(tenant.lifetimes).access_token)
+        .fold(tenant.lifetimes.access_token, i64::max);
+    let retire_at = now.plus_seconds(longest);
     state
         .store
         .rotate_signing_key(tenant.id, key, retire_at)
@@ -144,7 +154,7 @@ pub async fn create_scope(
     Ok(definition)
 }
 
-/// What `client create` asks for.
+/// A client's settings, as `client create` and `client set` give them.
 #[derive(Debug, Clone)]
 pub struct NewClient {
     pub name: String,
@@ -154,6 +164,58 @@ pub struct NewClient {
     pub scopes: Vec<String>,
     pub audiences: Vec<String>,
     pub token_format: TokenFormat,
+    pub app_type: Option<AppType>,
+    pub access_token_ttl: Option<i64>,
+    pub refresh_token_ttl: Option<i64>,
+}
+
+impl NewClient {
+    /// The secure defaults for a kind of application (`--type`).
+    pub fn of_type(name: &str, app_type: AppType) -> Self {
+        let (confidential, grant_types) = app_type.defaults();
+        NewClient {
+            name: name.to_owned(),
+            auth_method: if confidential {
+                AuthMethod::ClientSecretBasic
+            } else {
+                AuthMethod::None
+            },
+            grant_types,
+            redirect_uris: Vec::new(),
+            scopes: Vec::new(),
+            audiences: Vec::new(),
+            token_format: TokenFormat::Jwt,
+            app_type: Some(app_type),
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+        }
+    }
+}
+
+impl NewClient {
+    /// The settings of an existing client, to change some of them.
+    pub fn from_client(client: &Client) -> Self {
+        NewClient {
+            name: client.name.clone(),
+            auth_method: client.auth_method,
+            grant_types: client.grant_types.clone(),
+            redirect_uris: client
+                .redirect_uris
+                .iter()
+                .map(|u| u.as_str().to_owned())
+                .collect(),
+            scopes: client
+                .scopes
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            audiences: client.audiences.clone(),
+            token_format: client.token_format,
+            app_type: client.app_type,
+            access_token_ttl: client.access_token_ttl,
+            refresh_token_ttl: client.refresh_token_ttl,
+        }
+    }
 }
 
 /// A created client and the secret shown once.
@@ -163,6 +225,96 @@ pub struct CreatedClient {
     pub secret: Option<BearerSecret>,
 }
 
+fn invalid(message: impl Into<String>) -> AdminError {
+    AdminError::Invalid(message.into())
+}
+
+/// Checks `request` and builds the client it describes (without a secret).
+fn build_client(
+    tenant: &Tenant,
+    client_id: ClientId,
+    request: NewClient,
+    now: UnixTime,
+) -> Result<Client, AdminError> {
+    if request.name.trim().is_empty() {
+        return Err(invalid("a client needs a name"));
+    }
+    let is_native = request.app_type == Some(AppType::Native);
+    let redirect_uris = request
+        .redirect_uris
+        .iter()
+        .map(|uri| {
+            let parsed = RedirectUri::parse(uri).map_err(|e| invalid(format!("{uri}: {e}")))?;
+            // RFC 8252 §7.1: private-use schemes belong to native apps, and
+            // should be reverse domain names the app controls.
+            if is_private_use_scheme(uri) {
+                if !is_native {
+                    return Err(invalid(format!("{uri}: private-use URI schemes are for --type native clients only")));
+                }
+                if !uri.split(':').next().is_some_and(|scheme| scheme.contains('.')) {
+                    return Err(invalid(format!("{uri}: a private-use scheme must be a reverse domain name, such as com.example.app")));
+                }
+            }
+            Ok(parsed)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let scopes = request
+        .scopes
+        .iter()
+        .map(|s| Scope::parse(s).map_err(|e| invalid(format!("{s}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut grant_types = request.grant_types.clone();
+    grant_types.sort();
+    grant_types.dedup();
+    if grant_types.is_empty() {
+        return Err(invalid("a client needs at least one --grant-type"));
+    }
+    let is_public = request.auth_method == AuthMethod::None;
+    let redirecting = grant_types.contains(&GrantType::AuthorizationCode)
+        || grant_types.contains(&GrantType::Implicit);
+    if redirecting && redirect_uris.is_empty() {
+        return Err(invalid(
+            "the authorization_code and implicit grants need at least one --redirect-uri",
+        ));
+    }
+    // RFC 6749 §4.4: client credentials are for confidential clients only.
+    if is_public && grant_types.contains(&GrantType::ClientCredentials) {
+        return Err(invalid(
+            "a public client cannot use the client_credentials grant",
+        ));
+    }
+    if request.audiences.iter().any(|a| a.trim().is_empty()) {
+        return Err(invalid("an audience cannot be empty"));
+    }
+    // The client's lifetimes obey the same bounds as the tenant's.
+    let lifetimes = Lifetimes {
+        access_token: request
+            .access_token_ttl
+            .unwrap_or(tenant.lifetimes.access_token),
+        refresh_token: request
+            .refresh_token_ttl
+            .unwrap_or(tenant.lifetimes.refresh_token),
+        authorization_code: tenant.lifetimes.authorization_code,
+    };
+    lifetimes.validate().map_err(invalid)?;
+    Ok(Client {
+        tenant_id: tenant.id,
+        client_id,
+        name: request.name,
+        secret_hash: None,
+        auth_method: request.auth_method,
+        grant_types,
+        redirect_uris,
+        scopes: ScopeSet::from_scopes(scopes),
+        audiences: request.audiences,
+        token_format: request.token_format,
+        app_type: request.app_type,
+        access_token_ttl: request.access_token_ttl,
+        refresh_token_ttl: request.refresh_token_ttl,
+        created_at: now,
+    })
+}
+
 pub async fn create_client(
     state: &AppState,
     tenant_name: &str,
@@ -170,60 +322,54 @@ pub async fn create_client(
     now: UnixTime,
 ) -> Result<CreatedClient, AdminError> {
     let tenant = tenant(state, tenant_name).await?;
-    if request.name.trim().is_empty() {
-        return Err(AdminError::Invalid("a client needs a name".into()));
-    }
-    let redirect_uris = request
-        .redirect_uris
-        .iter()
-        .map(|uri| RedirectUri::parse(uri).map_err(|e| AdminError::Invalid(format!("{uri}: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let scopes = request
-        .scopes
-        .iter()
-        .map(|s| Scope::parse(s).map_err(|e| AdminError::Invalid(format!("{s}: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut grant_types = request.grant_types.clone();
-    grant_types.sort();
-    grant_types.dedup();
-    if grant_types.is_empty() {
-        return Err(AdminError::Invalid(
-            "a client needs at least one --grant-type".into(),
-        ));
-    }
-    let is_public = request.auth_method == AuthMethod::None;
-    if grant_types.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
-        return Err(AdminError::Invalid(
-            "the authorization_code grant needs at least one --redirect-uri".into(),
-        ));
-    }
-    // RFC 6749 §4.4: client credentials are for confidential clients only.
-    if is_public && grant_types.contains(&GrantType::ClientCredentials) {
-        return Err(AdminError::Invalid(
-            "a public client cannot use the client_credentials grant".into(),
-        ));
-    }
-    if request.audiences.iter().any(|a| a.trim().is_empty()) {
-        return Err(AdminError::Invalid("an audience cannot be empty".into()));
-    }
-    let secret = (!is_public).then(new_secret);
-    let client = Client {
-        tenant_id: tenant.id,
-        client_id: ClientId::new(new_id()),
-        name: request.name,
-        secret_hash: secret
-            .as_ref()
-            .map(|s| state.hasher.hash(Purpose::ClientSecret, s.expose())),
-        auth_method: request.auth_method,
-        grant_types,
-        redirect_uris,
-        scopes: ScopeSet::from_scopes(scopes),
-        audiences: request.audiences,
-        token_format: request.token_format,
-        created_at: now,
-    };
+    let mut client = build_client(&tenant, ClientId::new(new_id()), request, now)?;
+    let secret = (!client.is_public()).then(new_secret);
+    client.secret_hash = secret
+        .as_ref()
+        .map(|s| state.hasher.hash(Purpose::ClientSecret, s.expose()));
     state.store.create_client(&client).await?;
     Ok(CreatedClient { client, secret })
+}
+
+/// The settings of an existing client, as `client set` starts from.
+pub async fn client(
+    state: &AppState,
+    tenant_name: &str,
+    client_id: &str,
+) -> Result<Client, AdminError> {
+    let tenant = tenant(state, tenant_name).await?;
+    state
+        .store
+        .client(tenant.id, client_id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("client '{client_id}'")))
+}
+
+/// Replaces a client's settings. Its id, secret and authentication method
+/// stay: a confidential client cannot become public or the other way round.
+pub async fn update_client(
+    state: &AppState,
+    tenant_name: &str,
+    client_id: &str,
+    changes: NewClient,
+) -> Result<Client, AdminError> {
+    let tenant = tenant(state, tenant_name).await?;
+    let existing = client(state, tenant_name, client_id).await?;
+    if existing.is_public() != (changes.auth_method == AuthMethod::None) {
+        return Err(invalid(
+            "a client cannot change between public and confidential; create a new one",
+        ));
+    }
+    let mut updated = build_client(
+        &tenant,
+        existing.client_id.clone(),
+        changes,
+        existing.created_at,
+    )?;
+    updated.secret_hash = existing.secret_hash;
+    updated.auth_method = existing.auth_method;
+    state.store.update_client(&updated).await?;
+    Ok(updated)
 }
 
 pub async fn create_user(

@@ -399,7 +399,7 @@ async fn implicit_response(
         .await
         .map_err(|_| PageError::Internal)?;
     let issuer = state.issuer(&tenant.name);
-    let expires_in = tenant.lifetimes.access_token.to_string();
+    let expires_in = client.lifetimes(tenant.lifetimes).access_token.to_string();
     let scope = granted.to_string();
     let mut params = vec![
         ("access_token", token.as_str()),

@@ -248,7 +248,7 @@ async fn client_credentials(
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",
-        expires_in: tenant.lifetimes.access_token,
+        expires_in: client.lifetimes(tenant.lifetimes).access_token,
         refresh_token: None,
         scope: scope.to_string(),
     })
@@ -328,7 +328,7 @@ async fn refresh(
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",
-        expires_in: tenant.lifetimes.access_token,
+        expires_in: client.lifetimes(tenant.lifetimes).access_token,
         refresh_token: Some(next_secret.expose().to_owned()),
         scope: access_scope.to_string(),
     })
@@ -375,7 +375,7 @@ async fn issue(
                 scope: grant_scope.clone(),
                 auth_time,
                 issued_at: now,
-                expires_at: now.plus_seconds(tenant.lifetimes.refresh_token),
+                expires_at: now.plus_seconds(client.lifetimes(tenant.lifetimes).refresh_token),
                 spent: false,
             })
             .await
@@ -387,7 +387,7 @@ async fn issue(
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",
-        expires_in: tenant.lifetimes.access_token,
+        expires_in: client.lifetimes(tenant.lifetimes).access_token,
         refresh_token,
         scope: access_scope.to_string(),
     })
@@ -414,7 +414,7 @@ pub async fn issue_access_token(
     now: UnixTime,
 ) -> Result<String, TokenError> {
     let jti = new_id();
-    let expires_at = now.plus_seconds(tenant.lifetimes.access_token);
+    let expires_at = now.plus_seconds(client.lifetimes(tenant.lifetimes).access_token);
     let audiences = audiences(state, tenant, client);
     let (user_id, auth_time) = match subject {
         Subject::User { id, auth_time } => (Some(id.as_str()), Some(*auth_time)),

@@ -43,6 +43,9 @@ CREATE TABLE clients (
     redirect_uris TEXT NOT NULL,   -- JSON array
     audiences     TEXT NOT NULL,   -- JSON array
     token_format  TEXT NOT NULL,
+    app_type      TEXT,           -- web, spa, native, m2m, or NULL
+    access_token_ttl  INTEGER,    -- overrides of the tenant's lifetimes
+    refresh_token_ttl INTEGER,
     created_at    INTEGER NOT NULL
 );
 CREATE INDEX clients_tenant ON clients(tenant_id);

@@ -84,6 +84,9 @@ async fn a_person_logs_in_and_consents_in_chromium() {
                 scopes: vec!["read".into(), "write".into()],
                 audiences: vec![],
                 token_format: TokenFormat::Jwt,
+                app_type: None,
+                access_token_ttl: None,
+                refresh_token_ttl: None,
             },
         )
         .await;

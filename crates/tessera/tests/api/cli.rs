@@ -289,6 +289,168 @@ fn command_line_contract() {
         assert!(!output.stderr.is_empty(), "{args:?} should say why");
     }
 
+    // Application types choose defaults; explicit flags override them.
+    let m2m = json_of(&tessera(
+        d,
+        &[
+            "client", "create", "--tenant", "acme", "--name", "svc2", "--type", "m2m", "--json",
+        ],
+    ));
+    assert!(m2m["client_secret"].is_string());
+    let spa = json_of(&tessera(
+        d,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "spa2",
+            "--type",
+            "spa",
+            "--redirect-uri",
+            "https://spa.example/cb",
+            "--json",
+        ],
+    ));
+    assert_eq!(spa["client_secret"], Value::Null);
+    let web = json_of(&tessera(
+        d,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "web2",
+            "--type",
+            "web",
+            "--grant-type",
+            "authorization_code",
+            "--redirect-uri",
+            "https://web.example/cb",
+            "--json",
+        ],
+    ));
+    let clients = json_of(&tessera(
+        d,
+        &["client", "list", "--tenant", "acme", "--json"],
+    ));
+    let find = |id: &Value| {
+        clients
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["client_id"] == *id)
+            .unwrap()
+            .clone()
+    };
+    let m2m = find(&m2m["client_id"]);
+    assert_eq!(
+        (m2m["type"].as_str(), m2m["auth_method"].as_str()),
+        (Some("m2m"), Some("client_secret_basic"))
+    );
+    assert_eq!(
+        m2m["grant_types"],
+        serde_json::json!(["client_credentials"])
+    );
+    let spa_listed = find(&spa["client_id"]);
+    assert_eq!(spa_listed["auth_method"], "none");
+    assert_eq!(
+        spa_listed["grant_types"],
+        serde_json::json!(["authorization_code", "refresh_token"])
+    );
+    assert_eq!(
+        find(&web["client_id"])["grant_types"],
+        serde_json::json!(["authorization_code"])
+    );
+    let table =
+        String::from_utf8(tessera(d, &["client", "list", "--tenant", "acme"]).stdout).unwrap();
+    assert!(table.contains("TYPE") && table.contains("m2m"));
+    let native = tessera(
+        d,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "n",
+            "--type",
+            "native",
+            "--redirect-uri",
+            "com.example.app:/cb",
+        ],
+    );
+    assert!(native.status.success());
+    let not_native = tessera(
+        d,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "n",
+            "--type",
+            "web",
+            "--redirect-uri",
+            "com.example.app:/cb",
+        ],
+    );
+    assert!(!not_native.status.success());
+
+    // client set changes settings, keeping what is not named.
+    let id = spa["client_id"].as_str().unwrap();
+    let set = json_of(&tessera(
+        d,
+        &[
+            "client",
+            "set",
+            "--tenant",
+            "acme",
+            id,
+            "--name",
+            "renamed",
+            "--access-token-ttl",
+            "300",
+            "--token-format",
+            "opaque",
+            "--json",
+        ],
+    ));
+    assert_eq!(set["name"], "renamed");
+    assert_eq!(set["access_token_ttl"], 300);
+    assert_eq!(set["token_format"], "opaque");
+    assert_eq!(
+        set["redirect_uris"],
+        serde_json::json!(["https://spa.example/cb"])
+    );
+    assert!(
+        !tessera(
+            d,
+            &[
+                "client",
+                "set",
+                "--tenant",
+                "acme",
+                id,
+                "--access-token-ttl",
+                "5"
+            ]
+        )
+        .status
+        .success()
+    );
+    assert!(
+        !tessera(
+            d,
+            &["client", "set", "--tenant", "acme", "nope", "--name", "x"]
+        )
+        .status
+        .success()
+    );
+
     // Settings and keys.
     let set = json_of(&tessera(
         d,

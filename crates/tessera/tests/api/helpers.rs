@@ -138,6 +138,9 @@ impl TestApp {
                 scopes: vec!["read".into(), "write".into()],
                 audiences: vec!["https://api.example".into()],
                 token_format: TokenFormat::Jwt,
+                app_type: None,
+                access_token_ttl: None,
+                refresh_token_ttl: None,
             },
         )
         .await
@@ -359,6 +362,9 @@ pub async fn web_client(app: &TestApp, tenant: &str, public: bool) -> TestClient
             scopes: vec!["read".into(), "write".into()],
             audiences: vec![],
             token_format: TokenFormat::Jwt,
+            app_type: None,
+            access_token_ttl: None,
+            refresh_token_ttl: None,
         },
     )
     .await

@@ -18,6 +18,9 @@ async fn implicit_client(app: &TestApp) -> TestClient {
             scopes: vec!["read".into(), "write".into()],
             audiences: vec![],
             token_format: TokenFormat::Jwt,
+            app_type: None,
+            access_token_ttl: None,
+            refresh_token_ttl: None,
         },
     )
     .await

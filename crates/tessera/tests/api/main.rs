@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod app_types;
 mod authorization_code;
 mod bad_input;
 mod browser;

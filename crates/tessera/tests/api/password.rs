@@ -20,6 +20,9 @@ async fn password_client(app: &TestApp) -> TestClient {
             scopes: vec!["read".into()],
             audiences: vec![],
             token_format: TokenFormat::Jwt,
+            app_type: None,
+            access_token_ttl: None,
+            refresh_token_ttl: None,
         },
     )
     .await

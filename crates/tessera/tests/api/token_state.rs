@@ -58,6 +58,9 @@ async fn opaque_client(app: &TestApp, tenant: &str) -> TestClient {
             scopes: vec!["read".into()],
             audiences: vec!["https://api.example".into()],
             token_format: TokenFormat::Opaque,
+            app_type: None,
+            access_token_ttl: None,
+            refresh_token_ttl: None,
         },
     )
     .await
