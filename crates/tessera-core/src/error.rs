@@ -70,6 +70,13 @@ pub enum AuthorizeError {
     /// The requested scope is invalid, unknown or not allowed to the client.
     #[error("invalid_scope")]
     InvalidScope(&'static str),
+    /// `prompt=none`, but the resource owner is not logged in (OpenID
+    /// Connect Core §3.1.2.6, the registry of RFC 6749 §11.4).
+    #[error("login_required")]
+    LoginRequired,
+    /// `prompt=none`, but the client has no standing consent for this scope.
+    #[error("consent_required")]
+    ConsentRequired,
     /// An internal failure.
     #[error("server_error")]
     ServerError,
@@ -86,6 +93,10 @@ impl AuthorizeError {
             AuthorizeError::AccessDenied => Some("the resource owner denied the request"),
             AuthorizeError::UnsupportedResponseType => {
                 Some("response_type is not supported for this client")
+            }
+            AuthorizeError::LoginRequired => Some("the resource owner is not logged in"),
+            AuthorizeError::ConsentRequired => {
+                Some("the resource owner has not consented to this scope")
             }
             AuthorizeError::ServerError | AuthorizeError::TemporarilyUnavailable => None,
         }

@@ -155,6 +155,62 @@ pub fn validate_authorization_request(
     })
 }
 
+/// The `prompt` parameter (OpenID Connect Core §3.1.2.1, registered for OAuth
+/// in RFC 6749 §11.2): whether the user must be asked, and for what.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prompt {
+    /// Show no page at all: answer at once or fail.
+    pub none: bool,
+    /// Ask for the password again, even with a live session.
+    pub login: bool,
+    /// Ask for consent again, even when it was given before.
+    pub consent: bool,
+}
+
+impl Prompt {
+    /// Parses the space-delimited list; unknown values are ignored, `none`
+    /// with anything else is an error.
+    pub fn parse(text: Option<&str>) -> Result<Self, AuthorizeError> {
+        let mut prompt = Prompt::default();
+        for value in text.unwrap_or("").split(' ').filter(|v| !v.is_empty()) {
+            match value {
+                "none" => prompt.none = true,
+                "login" => prompt.login = true,
+                "consent" => prompt.consent = true,
+                _ => {}
+            }
+        }
+        if prompt.none && (prompt.login || prompt.consent) {
+            return Err(AuthorizeError::InvalidRequest(
+                "prompt=none cannot be combined with other values",
+            ));
+        }
+        Ok(prompt)
+    }
+
+    /// The stored form.
+    pub fn to_text(self) -> String {
+        let mut values = Vec::new();
+        if self.none {
+            values.push("none");
+        }
+        if self.login {
+            values.push("login");
+        }
+        if self.consent {
+            values.push("consent");
+        }
+        values.join(" ")
+    }
+}
+
+/// Whether a standing consent lets an authorization skip the consent page:
+/// every requested scope was consented to before, and the client did not ask
+/// to prompt again.
+pub fn consent_covers(consented: Option<&ScopeSet>, requested: &ScopeSet, prompt: Prompt) -> bool {
+    !prompt.consent && consented.is_some_and(|scopes| requested.is_subset_of(scopes))
+}
+
 /// What the authorization endpoint returns (RFC 6749 §3.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseType {
@@ -408,6 +464,28 @@ mod tests {
         let valid = validate(&implicit, &token, true).unwrap();
         assert_eq!(valid.response_type, ResponseType::Token);
         assert!(valid.code_challenge.is_none());
+    }
+
+    #[test]
+    fn prompts_and_remembered_consent() {
+        assert_eq!(Prompt::parse(None).unwrap(), Prompt::default());
+        let p = Prompt::parse(Some("login consent select_account")).unwrap();
+        assert!(p.login && p.consent && !p.none);
+        assert_eq!(Prompt::parse(Some(&p.to_text())).unwrap(), p);
+        assert!(Prompt::parse(Some("none consent")).is_err());
+        let read = ScopeSet::parse("read").unwrap();
+        let both = ScopeSet::parse("read write").unwrap();
+        assert!(consent_covers(Some(&both), &read, Prompt::default()));
+        assert!(
+            !consent_covers(Some(&read), &both, Prompt::default()),
+            "new scopes ask again"
+        );
+        assert!(!consent_covers(None, &read, Prompt::default()));
+        let forced = Prompt {
+            consent: true,
+            ..Prompt::default()
+        };
+        assert!(!consent_covers(Some(&both), &read, forced));
     }
 
     #[test]

@@ -293,7 +293,18 @@ pub struct PendingAuthorization {
     pub state: Option<String>,
     pub code_challenge: Option<CodeChallenge>,
     pub response_type: crate::grant::ResponseType,
+    pub prompt: crate::grant::Prompt,
+    pub created_at: UnixTime,
     pub expires_at: UnixTime,
+}
+
+/// A resource owner's standing permission for a client.
+#[derive(Debug, Clone)]
+pub struct Consent {
+    pub client_id: ClientId,
+    pub client_name: String,
+    pub scope: ScopeSet,
+    pub granted_at: UnixTime,
 }
 
 /// A logged-in browser session.

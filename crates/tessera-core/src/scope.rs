@@ -72,6 +72,10 @@ impl ScopeSet {
         ScopeSet(self.0.intersection(&other.0).cloned().collect())
     }
 
+    pub fn union(&self, other: &ScopeSet) -> ScopeSet {
+        ScopeSet(self.0.union(&other.0).cloned().collect())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Scope> {
         self.0.iter()
     }

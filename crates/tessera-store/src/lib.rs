@@ -8,11 +8,12 @@
 mod sqlite;
 
 use async_trait::async_trait;
+use tessera_core::grant::Prompt;
 use tessera_core::secret::SecretHash;
 use tessera_core::{
-    AccessTokenRecord, AuthorizationCode, Client, Lifetimes, PendingAuthorization,
-    RefreshTokenRecord, ScopeDefinition, Session, SigningKeyRecord, Tenant, TenantId, TenantName,
-    TenantSettings, UnixTime, User,
+    AccessTokenRecord, AuthorizationCode, Client, Consent, Lifetimes, PendingAuthorization,
+    RefreshTokenRecord, ScopeDefinition, ScopeSet, Session, SigningKeyRecord, Tenant, TenantId,
+    TenantName, TenantSettings, UnixTime, User,
 };
 
 pub use sqlite::SqliteStore;
@@ -145,6 +146,13 @@ pub trait Store: Send + Sync + 'static {
         tenant: TenantId,
         id_hash: &SecretHash,
     ) -> StoreResult<bool>;
+    /// Replaces the prompt of a pending request (after a login it asked for).
+    async fn set_pending_prompt(
+        &self,
+        tenant: TenantId,
+        id_hash: &SecretHash,
+        prompt: Prompt,
+    ) -> StoreResult<()>;
     async fn create_session(&self, session: &Session) -> StoreResult<()>;
     async fn session(
         &self,
@@ -152,6 +160,34 @@ pub trait Store: Send + Sync + 'static {
         id_hash: &SecretHash,
         now: UnixTime,
     ) -> StoreResult<Option<Session>>;
+    async fn delete_session(&self, tenant: TenantId, id_hash: &SecretHash) -> StoreResult<()>;
+
+    // Standing consents.
+    async fn consent(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        client_id: &str,
+    ) -> StoreResult<Option<Consent>>;
+    /// Records (or replaces) what `user_id` has allowed `client_id`.
+    async fn put_consent(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        client_id: &str,
+        scope: &ScopeSet,
+        now: UnixTime,
+    ) -> StoreResult<()>;
+    async fn list_consents(&self, tenant: TenantId, user_id: &str) -> StoreResult<Vec<Consent>>;
+    /// Removes a consent and revokes every refresh and access token the
+    /// client holds for the user. Returns false if there was no consent.
+    async fn revoke_consent(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        client_id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
 
     // Throttling of password attempts.
     /// Until when `key` is locked out, if it is.

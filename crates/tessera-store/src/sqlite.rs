@@ -10,13 +10,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
-use tessera_core::grant::ResponseType;
+use tessera_core::grant::{Prompt, ResponseType};
 use tessera_core::pkce::CodeChallenge;
 use tessera_core::secret::SecretHash;
 use tessera_core::{
-    AccessTokenRecord, AuthorizationCode, Client, ClientId, Lifetimes, PendingAuthorization,
-    RedirectUri, RefreshTokenRecord, Scope, ScopeDefinition, ScopeSet, Session, SigningKeyRecord,
-    Tenant, TenantId, TenantName, TenantSettings, UnixTime, User,
+    AccessTokenRecord, AuthorizationCode, Client, ClientId, Consent, Lifetimes,
+    PendingAuthorization, RedirectUri, RefreshTokenRecord, Scope, ScopeDefinition, ScopeSet,
+    Session, SigningKeyRecord, Tenant, TenantId, TenantName, TenantSettings, UnixTime, User,
 };
 
 use crate::{CodeRedemption, Rotation, Store, StoreError, StoreResult};
@@ -216,6 +216,18 @@ fn access_from_row(row: &SqliteRow) -> StoreResult<AccessTokenRecord> {
         expires_at: UnixTime(row.try_get("expires_at")?),
         family_id: row.try_get("family_id")?,
         revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+    })
+}
+
+const CONSENT_SELECT: &str = "SELECT co.client_id, c.name AS client_name, co.scope, co.granted_at \
+     FROM consents co JOIN clients c ON c.client_id = co.client_id WHERE co.tenant_id = ?";
+
+fn consent_from_row(row: &SqliteRow) -> StoreResult<Consent> {
+    Ok(Consent {
+        client_id: ClientId::new(row.try_get::<String, _>("client_id")?),
+        client_name: row.try_get("client_name")?,
+        scope: scope_set(&row.try_get::<String, _>("scope")?),
+        granted_at: UnixTime(row.try_get("granted_at")?),
     })
 }
 
@@ -653,8 +665,8 @@ impl Store for SqliteStore {
     async fn put_pending_authorization(&self, p: &PendingAuthorization) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO pending_authorizations (id_hash, tenant_id, client_id, redirect_uri, \
-             redirect_uri_in_request, scope, state, code_challenge, response_type, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             redirect_uri_in_request, scope, state, code_challenge, response_type, prompt, created_at, \
+             expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&p.id_hash.0)
         .bind(p.tenant_id.0)
@@ -665,6 +677,8 @@ impl Store for SqliteStore {
         .bind(&p.state)
         .bind(p.code_challenge.as_ref().map(|c| c.as_str()))
         .bind(p.response_type.as_str())
+        .bind(p.prompt.to_text())
+        .bind(p.created_at.0)
         .bind(p.expires_at.0)
         .execute(&self.pool)
         .await?;
@@ -699,6 +713,9 @@ impl Store for SqliteStore {
                 .map(CodeChallenge::from_stored),
             response_type: ResponseType::parse(&row.try_get::<String, _>("response_type")?)
                 .ok_or_else(|| StoreError::Internal("unknown response_type".into()))?,
+            prompt: Prompt::parse(Some(&row.try_get::<String, _>("prompt")?))
+                .map_err(|_| StoreError::Internal("invalid stored prompt".into()))?,
+            created_at: UnixTime(row.try_get("created_at")?),
             expires_at: UnixTime(row.try_get("expires_at")?),
         }))
     }
@@ -812,6 +829,118 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn set_pending_prompt(
+        &self,
+        tenant: TenantId,
+        id_hash: &SecretHash,
+        prompt: Prompt,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE pending_authorizations SET prompt = ? WHERE id_hash = ? AND tenant_id = ?",
+        )
+        .bind(prompt.to_text())
+        .bind(&id_hash.0)
+        .bind(tenant.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, tenant: TenantId, id_hash: &SecretHash) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = ? AND tenant_id = ?")
+            .bind(&id_hash.0)
+            .bind(tenant.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn consent(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        client_id: &str,
+    ) -> StoreResult<Option<Consent>> {
+        sqlx::query(&format!(
+            "{CONSENT_SELECT} AND co.user_id = ? AND co.client_id = ?"
+        ))
+        .bind(tenant.0)
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(consent_from_row)
+        .transpose()
+    }
+
+    async fn put_consent(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        client_id: &str,
+        scope: &ScopeSet,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO consents (tenant_id, user_id, client_id, scope, granted_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
+        )
+        .bind(tenant.0)
+        .bind(user_id)
+        .bind(client_id)
+        .bind(scope.to_string())
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_consents(&self, tenant: TenantId, user_id: &str) -> StoreResult<Vec<Consent>> {
+        sqlx::query(&format!(
+            "{CONSENT_SELECT} AND co.user_id = ? ORDER BY c.name"
+        ))
+        .bind(tenant.0)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(consent_from_row)
+        .collect()
+    }
+
+    async fn revoke_consent(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        client_id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query(
+            "DELETE FROM consents WHERE tenant_id = ? AND user_id = ? AND client_id = ?",
+        )
+        .bind(tenant.0)
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
+        for table in ["refresh_tokens", "access_tokens"] {
+            sqlx::query(&format!(
+                "UPDATE {table} SET revoked_at = ? \
+                 WHERE tenant_id = ? AND user_id = ? AND client_id = ? AND revoked_at IS NULL"
+            ))
+            .bind(now.0)
+            .bind(tenant.0)
+            .bind(user_id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(removed.rows_affected() > 0)
     }
 
     async fn put_authorization_code(&self, c: &AuthorizationCode) -> StoreResult<()> {

@@ -7,32 +7,32 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tessera_core::form::FormParams;
-use tessera_core::{Tenant, UnixTime};
+use tessera_core::{Session, Tenant, UnixTime};
 
 use super::TenantLookup;
 use super::body::read_form;
 use super::pages::{ConsentPage, LoginPage, ScopeLine, error_page, render};
 use crate::AppState;
 use crate::service::authorize::{
-    self as service, AuthorizeFailure, Decision, LoginOutcome, PageError, PendingView,
+    self as service, AuthorizeFailure, Decision, LoginOutcome, Next, PageError, PendingView,
     SESSION_LIFETIME,
 };
 use crate::service::new_secret;
 
-const SESSION_COOKIE: &str = "tessera_session";
+pub(super) const SESSION_COOKIE: &str = "tessera_session";
 /// Binds the login form's CSRF token to one browser before anyone logs in.
 const BROWSER_COOKIE: &str = "tessera_browser";
 
 /// What every page of one tenant needs to know.
-struct PageContext<'a> {
-    state: &'a AppState,
-    tenant: &'a Tenant,
-    issuer: String,
-    assets_url: String,
+pub(super) struct PageContext<'a> {
+    pub(super) state: &'a AppState,
+    pub(super) tenant: &'a Tenant,
+    pub(super) issuer: String,
+    pub(super) assets_url: String,
 }
 
 impl<'a> PageContext<'a> {
-    fn new(state: &'a AppState, tenant: &'a Tenant) -> Self {
+    pub(super) fn new(state: &'a AppState, tenant: &'a Tenant) -> Self {
         PageContext {
             state,
             tenant,
@@ -41,13 +41,13 @@ impl<'a> PageContext<'a> {
         }
     }
 
-    fn error(&self, error: PageError) -> Response {
+    pub(super) fn error(&self, error: PageError) -> Response {
         error_page(self.tenant.name.as_str(), &self.assets_url, error)
     }
 
     /// `Set-Cookie` for a cookie scoped to this tenant's issuer path:
     /// `HttpOnly`, `SameSite=Lax`, and `Secure` when served over https.
-    fn cookie(&self, name: &str, value: &str, max_age: i64) -> Option<HeaderValue> {
+    pub(super) fn cookie(&self, name: &str, value: &str, max_age: i64) -> Option<HeaderValue> {
         let path = url::Url::parse(&self.issuer)
             .map(|u| format!("{}/", u.path().trim_end_matches('/')))
             .unwrap_or_else(|_| "/".to_owned());
@@ -63,10 +63,11 @@ impl<'a> PageContext<'a> {
     }
 
     /// The login form; `failed` carries the username typed and what went wrong.
-    fn login_page(
+    /// `request_id` is empty when the login is for the account page itself.
+    pub(super) fn login_page(
         &self,
         headers: &HeaderMap,
-        view: &PendingView,
+        client_name: Option<&str>,
         request_id: &str,
         failed: Option<(&str, LoginProblem)>,
     ) -> Response {
@@ -81,13 +82,13 @@ impl<'a> PageContext<'a> {
         let csrf = self
             .state
             .hasher
-            .csrf_token(&format!("browser:{browser}"), request_id);
+            .csrf_token(&format!("browser:{browser}"), csrf_binding(request_id));
         let action = format!("{}/login", self.issuer);
         let page = LoginPage {
             tenant_label: self.tenant.name.as_str(),
             assets_url: &self.assets_url,
             action: &action,
-            client_name: &view.client.name,
+            client_name: client_name.unwrap_or(""),
             request_id,
             csrf: &csrf,
             username: failed.map_or("", |(username, _)| username),
@@ -136,31 +137,57 @@ impl<'a> PageContext<'a> {
         )
     }
 
-    /// The login page, or the consent page when the browser has a session.
+    /// The browser's live session in this tenant, with the cookie value.
+    pub(super) async fn session<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        now: UnixTime,
+    ) -> Result<Option<(&'h str, Session)>, PageError> {
+        let Some(session_id) = cookie(headers, SESSION_COOKIE) else {
+            return Ok(None);
+        };
+        Ok(service::session(self.state, self.tenant, session_id, now)
+            .await?
+            .map(|session| (session_id, session)))
+    }
+
+    /// The next step of a pending request: login page, consent page, or the
+    /// answer to the client when nothing needs asking.
     async fn continue_with(
         &self,
         headers: &HeaderMap,
         request_id: &str,
         now: UnixTime,
     ) -> Response {
-        let view = match service::pending(self.state, self.tenant, request_id, now).await {
-            Ok(view) => view,
+        let session = match self.session(headers, now).await {
+            Ok(session) => session,
             Err(error) => return self.error(error),
         };
-        if let Some(session_id) = cookie(headers, SESSION_COOKIE) {
-            match service::session(self.state, self.tenant, session_id, now).await {
-                Ok(Some(_)) => return self.consent_page(session_id, &view, request_id),
-                Ok(None) => {}
-                Err(error) => return self.error(error.into()),
+        let next = service::resume(
+            self.state,
+            self.tenant,
+            session.as_ref().map(|(_, s)| s),
+            request_id,
+            now,
+        )
+        .await;
+        match next {
+            Ok(Next::Login(view)) => {
+                self.login_page(headers, Some(&view.client.name), request_id, None)
             }
+            Ok(Next::Consent(view)) => match &session {
+                Some((session_id, _)) => self.consent_page(session_id, &view, request_id),
+                None => self.error(PageError::Internal),
+            },
+            Ok(Next::Redirect(location)) => redirect(StatusCode::FOUND, &location),
+            Err(error) => self.error(error),
         }
-        self.login_page(headers, &view, request_id, None)
     }
 }
 
 /// Why the login form is shown again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LoginProblem {
+pub(super) enum LoginProblem {
     Rejected,
     Throttled,
 }
@@ -177,7 +204,7 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-fn redirect(status: StatusCode, location: &str) -> Response {
+pub(super) fn redirect(status: StatusCode, location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(location) => {
             let mut response = status.into_response();
@@ -191,7 +218,7 @@ fn redirect(status: StatusCode, location: &str) -> Response {
     }
 }
 
-async fn tenant_or_page(
+pub(super) async fn tenant_or_page(
     state: &AppState,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Tenant, Response> {
@@ -250,7 +277,7 @@ pub async fn login(
     let Ok(form) = read_form(&headers, body).await else {
         return page.error(PageError::MalformedQuery);
     };
-    let (Ok(Some(request_id)), Ok(Some(csrf)), Ok(username), Ok(password)) = (
+    let (Ok(request_id), Ok(Some(csrf)), Ok(username), Ok(password)) = (
         form.single("request"),
         form.single("csrf"),
         form.single("username"),
@@ -258,37 +285,49 @@ pub async fn login(
     ) else {
         return page.error(PageError::CsrfFailed);
     };
+    // Without a pending request, the login is for the account page.
+    let request_id = request_id.unwrap_or("");
     let csrf_ok = cookie(&headers, BROWSER_COOKIE).is_some_and(|browser| {
-        state
-            .hasher
-            .csrf_token_is_valid(&format!("browser:{browser}"), request_id, csrf)
+        state.hasher.csrf_token_is_valid(
+            &format!("browser:{browser}"),
+            csrf_binding(request_id),
+            csrf,
+        )
     });
     if !csrf_ok {
         return page.error(PageError::CsrfFailed);
     }
-    let view = match service::pending(&state, &tenant, request_id, now).await {
-        Ok(view) => view,
-        Err(error) => return page.error(error),
+    let (client_name, next) = if request_id.is_empty() {
+        (None, format!("{}/account", page.issuer))
+    } else {
+        match service::pending(&state, &tenant, request_id, now).await {
+            Ok(view) => (
+                Some(view.client.name),
+                format!(
+                    "{}/consent?request={}",
+                    page.issuer,
+                    percent_encoding::utf8_percent_encode(
+                        request_id,
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
+                ),
+            ),
+            Err(error) => return page.error(error),
+        }
     };
+    let client_name = client_name.as_deref();
     let (Some(username), Some(password)) = (username, password) else {
-        return page.login_page(
-            &headers,
-            &view,
-            request_id,
-            Some((username.unwrap_or(""), LoginProblem::Rejected)),
-        );
+        let problem = Some((username.unwrap_or(""), LoginProblem::Rejected));
+        return page.login_page(&headers, client_name, request_id, problem);
     };
     match service::login(&state, &tenant, username, password, address, now).await {
         Ok(LoginOutcome::LoggedIn(new_session)) => {
-            let location = format!(
-                "{}/consent?request={}",
-                page.issuer,
-                percent_encoding::utf8_percent_encode(
-                    request_id,
-                    percent_encoding::NON_ALPHANUMERIC
-                )
-            );
-            let mut response = redirect(StatusCode::SEE_OTHER, &location);
+            if !request_id.is_empty()
+                && let Err(error) = service::logged_in_for(&state, &tenant, request_id, now).await
+            {
+                return page.error(error.into());
+            }
+            let mut response = redirect(StatusCode::SEE_OTHER, &next);
             if let Some(set) =
                 page.cookie(SESSION_COOKIE, new_session.id.expose(), SESSION_LIFETIME)
             {
@@ -298,17 +337,27 @@ pub async fn login(
         }
         Ok(LoginOutcome::Rejected) => page.login_page(
             &headers,
-            &view,
+            client_name,
             request_id,
             Some((username, LoginProblem::Rejected)),
         ),
         Ok(LoginOutcome::Throttled) => page.login_page(
             &headers,
-            &view,
+            client_name,
             request_id,
             Some((username, LoginProblem::Throttled)),
         ),
         Err(error) => page.error(error.into()),
+    }
+}
+
+/// What the login form's CSRF token is bound to besides the browser: the
+/// pending request, or the account page.
+fn csrf_binding(request_id: &str) -> &str {
+    if request_id.is_empty() {
+        "account"
+    } else {
+        request_id
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, request parsing, cookies, pages, and the one place
 //! where protocol errors become HTTP responses.
 
+mod account;
 mod authorize;
 mod body;
 mod client_request;
@@ -83,6 +84,9 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             "/t/{tenant}/consent",
             get(authorize::consent_page).post(authorize::consent),
         )
+        .route("/t/{tenant}/account", get(account::account))
+        .route("/t/{tenant}/account/revoke", post(account::revoke))
+        .route("/t/{tenant}/logout", post(account::logout))
         .route("/t/{tenant}/token", post(token::token))
         .route("/t/{tenant}/revoke", post(token_state::revocation))
         .route("/t/{tenant}/introspect", post(token_state::introspection))

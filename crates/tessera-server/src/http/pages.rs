@@ -38,6 +38,40 @@ pub struct ConsentPage<'a> {
     pub scopes: Vec<ScopeLine>,
 }
 
+pub struct AppLine {
+    pub client_id: String,
+    pub name: String,
+    pub scopes: String,
+    pub since: String,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+pub struct AccountPage<'a> {
+    pub tenant_label: &'a str,
+    pub assets_url: &'a str,
+    pub username: &'a str,
+    pub apps: Vec<AppLine>,
+    pub csrf: &'a str,
+    pub revoke_action: &'a str,
+    pub logout_action: &'a str,
+}
+
+/// `YYYY-MM-DD` (UTC) of an instant, for people to read.
+pub fn utc_date(at: tessera_core::UnixTime) -> String {
+    // Days to civil date: Howard Hinnant's algorithm, proleptic Gregorian.
+    let z = at.0.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage<'a> {
@@ -167,4 +201,15 @@ pub async fn stylesheet() -> Response {
         include_str!("../../assets/tessera.css"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        use tessera_core::UnixTime;
+        assert_eq!(super::utc_date(UnixTime(0)), "1970-01-01");
+        assert_eq!(super::utc_date(UnixTime(951_782_400)), "2000-02-29");
+        assert_eq!(super::utc_date(UnixTime(1_795_431_398)), "2026-11-23");
+    }
 }

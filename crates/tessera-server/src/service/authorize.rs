@@ -3,8 +3,8 @@
 
 use tessera_core::form::FormParams;
 use tessera_core::grant::{
-    AuthorizationParams, ResponseType, UntrustedRedirect, resolve_redirect_uri,
-    validate_authorization_request,
+    AuthorizationParams, Prompt, ResponseType, UntrustedRedirect, consent_covers,
+    resolve_redirect_uri, validate_authorization_request,
 };
 use tessera_core::secret::{BearerSecret, Purpose};
 use tessera_core::{
@@ -148,6 +148,7 @@ pub async fn begin(
     };
     let request = validate_authorization_request(&client, &params, tenant.settings.allow_implicit)
         .map_err(redirect_error)?;
+    let prompt = Prompt::parse(single("prompt")?).map_err(redirect_error)?;
 
     let request_id = new_secret();
     let pending = PendingAuthorization {
@@ -162,6 +163,8 @@ pub async fn begin(
         state: client_state.clone(),
         code_challenge: request.code_challenge,
         response_type: request.response_type,
+        prompt,
+        created_at: now,
         expires_at: now.plus_seconds(PENDING_LIFETIME),
     };
     state
@@ -260,6 +263,33 @@ pub async fn login(
     Ok(LoginOutcome::LoggedIn(NewSession { id, session }))
 }
 
+/// Records that the browser just logged in for the pending request, which
+/// satisfies its `prompt=login`.
+pub async fn logged_in_for(
+    state: &AppState,
+    tenant: &Tenant,
+    request_id: &str,
+    now: UnixTime,
+) -> Result<(), ServiceError> {
+    let id_hash = state.hasher.hash(Purpose::PendingAuthorization, request_id);
+    if let Some(pending) = state
+        .store
+        .pending_authorization(tenant.id, &id_hash, now)
+        .await?
+        && pending.prompt.login
+    {
+        let prompt = Prompt {
+            login: false,
+            ..pending.prompt
+        };
+        state
+            .store
+            .set_pending_prompt(tenant.id, &id_hash, prompt)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The session a cookie names, if it is alive and belongs to this tenant.
 pub async fn session(
     state: &AppState,
@@ -279,8 +309,9 @@ pub enum Decision<'a> {
     Deny,
 }
 
-/// Ends a pending request with the owner's decision and returns where to send
-/// the browser: the client's redirect URI with a code or an error.
+/// Ends a pending request with the owner's decision on the consent page and
+/// returns where to send the browser: the client's redirect URI with a code,
+/// a token, or an error.
 pub async fn decide(
     state: &AppState,
     tenant: &Tenant,
@@ -290,8 +321,99 @@ pub async fn decide(
     now: UnixTime,
 ) -> Result<String, PageError> {
     let view = pending(state, tenant, request_id, now).await?;
+    let outcome = match decision {
+        Decision::Deny => Err(AuthorizeError::AccessDenied),
+        Decision::Allow(ticked) => {
+            let ticked = ScopeSet::from_scopes(
+                ticked
+                    .into_iter()
+                    .filter_map(|s| tessera_core::Scope::parse(s).ok()),
+            );
+            let granted = view.pending.scope.intersection(&ticked);
+            // Nothing left to grant of a non-empty request means no.
+            if view.pending.scope.is_empty() || !granted.is_empty() {
+                // Remembered, so that the same or fewer scopes skip this page.
+                let earlier = state
+                    .store
+                    .consent(tenant.id, &session.user_id, view.client.client_id.as_str())
+                    .await?;
+                let remembered =
+                    earlier.map_or_else(|| granted.clone(), |c| c.scope.union(&granted));
+                state
+                    .store
+                    .put_consent(
+                        tenant.id,
+                        &session.user_id,
+                        view.client.client_id.as_str(),
+                        &remembered,
+                        now,
+                    )
+                    .await?;
+                Ok(granted)
+            } else {
+                Err(AuthorizeError::AccessDenied)
+            }
+        }
+    };
+    finish(state, tenant, Some(session), view, outcome, now).await
+}
+
+/// What the browser should see next for a pending request.
+#[derive(Debug)]
+pub enum Next {
+    Login(PendingView),
+    Consent(PendingView),
+    /// The request is answered: go back to the client.
+    Redirect(String),
+}
+
+/// Decides the next step of a pending request for a browser with `session`:
+/// log in, consent, or — with a standing consent, or `prompt=none` — answer
+/// at once.
+pub async fn resume(
+    state: &AppState,
+    tenant: &Tenant,
+    session: Option<&Session>,
+    request_id: &str,
+    now: UnixTime,
+) -> Result<Next, PageError> {
+    let view = pending(state, tenant, request_id, now).await?;
+    let prompt = view.pending.prompt;
+    // prompt=login ignores the session until the login form was passed for
+    // this very request (`logged_in_for` then clears it).
+    let session = session.filter(|_| !prompt.login);
+    let consented = match session {
+        Some(session) => state
+            .store
+            .consent(tenant.id, &session.user_id, view.client.client_id.as_str())
+            .await?
+            .map(|c| c.scope),
+        None => None,
+    };
+    let covered = consent_covers(consented.as_ref(), &view.pending.scope, prompt);
+    let outcome = match (session, covered) {
+        (Some(_), true) => Ok(view.pending.scope.clone()),
+        (None, _) if prompt.none => Err(AuthorizeError::LoginRequired),
+        (Some(_), false) if prompt.none => Err(AuthorizeError::ConsentRequired),
+        (None, _) => return Ok(Next::Login(view)),
+        (Some(_), false) => return Ok(Next::Consent(view)),
+    };
+    finish(state, tenant, session, view, outcome, now)
+        .await
+        .map(Next::Redirect)
+}
+
+/// Answers a pending request: once, with a code, a token or an error.
+async fn finish(
+    state: &AppState,
+    tenant: &Tenant,
+    session: Option<&Session>,
+    view: PendingView,
+    outcome: Result<ScopeSet, AuthorizeError>,
+    now: UnixTime,
+) -> Result<String, PageError> {
     let pending = view.pending;
-    // One decision per request, even when the form is submitted twice.
+    // One answer per request, even when the form is submitted twice.
     if !state
         .store
         .take_pending_authorization(tenant.id, &pending.id_hash)
@@ -300,29 +422,20 @@ pub async fn decide(
         return Err(PageError::RequestExpired);
     }
     let issuer = state.issuer(&tenant.name);
-    let granted = match decision {
-        Decision::Deny => None,
-        Decision::Allow(ticked) => {
-            let ticked = ScopeSet::from_scopes(
-                ticked
-                    .into_iter()
-                    .filter_map(|s| tessera_core::Scope::parse(s).ok()),
-            );
-            let granted = pending.scope.intersection(&ticked);
-            // Nothing left to grant of a non-empty request means no.
-            (pending.scope.is_empty() || !granted.is_empty()).then_some(granted)
+    let (granted, session) = match (outcome, session) {
+        (Ok(granted), Some(session)) => (granted, session),
+        (outcome, _) => {
+            let error = outcome.err().unwrap_or(AuthorizeError::LoginRequired);
+            return Ok(error_location(
+                &ErrorRedirect {
+                    redirect_uri: pending.redirect_uri,
+                    error,
+                    state: pending.state,
+                    in_fragment: pending.response_type == ResponseType::Token,
+                },
+                &issuer,
+            ));
         }
-    };
-    let Some(granted) = granted else {
-        return Ok(error_location(
-            &ErrorRedirect {
-                redirect_uri: pending.redirect_uri,
-                error: AuthorizeError::AccessDenied,
-                state: pending.state,
-                in_fragment: pending.response_type == ResponseType::Token,
-            },
-            &issuer,
-        ));
     };
     if pending.response_type == ResponseType::Token {
         return implicit_response(
@@ -395,9 +508,18 @@ async fn implicit_response(
         id: session.user_id.clone(),
         auth_time: session.auth_time,
     };
-    let token = issue_access_token(state, tenant, client, &subject, granted, None, now)
-        .await
-        .map_err(|_| PageError::Internal)?;
+    let family_id = new_id();
+    let token = issue_access_token(
+        state,
+        tenant,
+        client,
+        &subject,
+        granted,
+        Some(&family_id),
+        now,
+    )
+    .await
+    .map_err(|_| PageError::Internal)?;
     let issuer = state.issuer(&tenant.name);
     let expires_in = client.lifetimes(tenant.lifetimes).access_token.to_string();
     let scope = granted.to_string();

@@ -1,6 +1,7 @@
 //! The services behind the endpoints: they fetch and store through
 //! [`tessera_store::Store`] and let `tessera_core` decide. No HTTP here.
 
+pub mod account;
 pub mod admin;
 pub mod authorize;
 pub mod client_auth;

@@ -78,7 +78,19 @@ CREATE TABLE pending_authorizations (
     state                   TEXT,
     code_challenge          TEXT,
     response_type           TEXT NOT NULL,
+    prompt                  TEXT NOT NULL,
+    created_at              INTEGER NOT NULL,
     expires_at              INTEGER NOT NULL
+);
+
+-- What a user has allowed a client, so later requests need not ask again.
+CREATE TABLE consents (
+    tenant_id  INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    client_id  TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    scope      TEXT NOT NULL,
+    granted_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, client_id)
 );
 
 CREATE TABLE sessions (
@@ -128,6 +140,7 @@ CREATE TABLE refresh_tokens (
     revoked_at INTEGER
 );
 CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
+CREATE INDEX refresh_tokens_user_client ON refresh_tokens(user_id, client_id);
 
 -- Access tokens Tessera must be able to find again: every opaque token (by
 -- its hash), and JWTs issued under a grant family or revoked by `jti` (the
@@ -147,3 +160,4 @@ CREATE TABLE access_tokens (
     revoked_at INTEGER
 );
 CREATE INDEX access_tokens_family ON access_tokens(family_id);
+CREATE INDEX access_tokens_user_client ON access_tokens(user_id, client_id);

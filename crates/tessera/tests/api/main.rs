@@ -11,6 +11,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod client_credentials;
+mod consent;
 mod discovery;
 mod implicit;
 mod password;
