@@ -5,6 +5,7 @@
 //! tested at any instant without a server; the only randomness drawn here is
 //! inside aws-lc, for key generation and ECDSA nonces.
 
+pub mod branding;
 pub mod crypto;
 pub mod error;
 pub mod form;

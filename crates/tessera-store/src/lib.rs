@@ -8,6 +8,7 @@
 mod sqlite;
 
 use async_trait::async_trait;
+use tessera_core::branding::{Branding, BrandingSummary};
 use tessera_core::grant::Prompt;
 use tessera_core::secret::SecretHash;
 use tessera_core::{
@@ -91,6 +92,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Deletes a tenant and everything in it. Returns false if it did not exist.
     async fn delete_tenant(&self, name: &str) -> StoreResult<bool>;
+
+    /// The tenant's branding (empty when it has none).
+    async fn branding(&self, tenant: TenantId) -> StoreResult<Branding>;
+    async fn branding_summary(&self, tenant: TenantId) -> StoreResult<Option<BrandingSummary>>;
+    async fn put_branding(
+        &self,
+        tenant: TenantId,
+        branding: &Branding,
+        version: i64,
+    ) -> StoreResult<()>;
 
     /// Makes `new_key` the tenant's signing key; the previous current key stays
     /// published until `retire_previous_at`.

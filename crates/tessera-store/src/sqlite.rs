@@ -10,6 +10,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
+use tessera_core::branding::{Branding, BrandingSummary, parse_logo};
 use tessera_core::grant::{Prompt, ResponseType};
 use tessera_core::pkce::CodeChallenge;
 use tessera_core::secret::SecretHash;
@@ -453,6 +454,71 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn branding(&self, tenant: TenantId) -> StoreResult<Branding> {
+        let row = sqlx::query("SELECT * FROM tenant_branding WHERE tenant_id = ?")
+            .bind(tenant.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Branding::default());
+        };
+        let logo = match row.try_get::<Option<Vec<u8>>, _>("logo")? {
+            // Re-detected from the bytes, which were checked on the way in.
+            Some(bytes) => {
+                Some(parse_logo(bytes).map_err(|e| StoreError::Internal(e.to_string()))?)
+            }
+            None => None,
+        };
+        Ok(Branding {
+            display_name: row.try_get("display_name")?,
+            accent_color: row.try_get("accent_color")?,
+            logo,
+            css: row.try_get("css")?,
+        })
+    }
+
+    async fn branding_summary(&self, tenant: TenantId) -> StoreResult<Option<BrandingSummary>> {
+        let row = sqlx::query(
+            "SELECT display_name, logo IS NOT NULL AS has_logo, \
+             (css IS NOT NULL OR accent_color IS NOT NULL) AS has_stylesheet, version \
+             FROM tenant_branding WHERE tenant_id = ?",
+        )
+        .bind(tenant.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(BrandingSummary {
+            display_name: row.try_get("display_name")?,
+            has_logo: row.try_get("has_logo")?,
+            has_stylesheet: row.try_get("has_stylesheet")?,
+            version: row.try_get("version")?,
+        }))
+    }
+
+    async fn put_branding(
+        &self,
+        tenant: TenantId,
+        branding: &Branding,
+        version: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tenant_branding (tenant_id, display_name, accent_color, logo, logo_type, css, version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET \
+             display_name = excluded.display_name, accent_color = excluded.accent_color, logo = excluded.logo, \
+             logo_type = excluded.logo_type, css = excluded.css, version = excluded.version",
+        )
+        .bind(tenant.0)
+        .bind(&branding.display_name)
+        .bind(&branding.accent_color)
+        .bind(branding.logo.as_ref().map(|l| l.bytes.clone()))
+        .bind(branding.logo.as_ref().map(|l| l.content_type))
+        .bind(&branding.css)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn rotate_signing_key(

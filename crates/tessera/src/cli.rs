@@ -139,6 +139,18 @@ enum TenantCommand {
         /// false; discouraged by RFC 9700 §2.1.2).
         #[arg(long)]
         allow_implicit: Option<bool>,
+        /// The name the tenant's pages show.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// A PNG, JPEG, GIF or WebP logo of at most 256 KiB.
+        #[arg(long)]
+        logo_file: Option<std::path::PathBuf>,
+        /// The accent colour of buttons and focus rings: #rgb or #rrggbb.
+        #[arg(long)]
+        accent_color: Option<String>,
+        /// A stylesheet (at most 64 KiB) added to the tenant's pages.
+        #[arg(long)]
+        css_file: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -519,8 +531,40 @@ async fn tenant(state: &AppState, command: TenantCommand) -> Result<()> {
             refresh_token_ttl,
             code_ttl,
             allow_implicit,
+            display_name,
+            logo_file,
+            accent_color,
+            css_file,
             json,
         } => {
+            let read =
+                |path: Option<std::path::PathBuf>, limit: usize| -> Result<Option<Vec<u8>>> {
+                    let Some(path) = path else { return Ok(None) };
+                    let size = std::fs::metadata(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .len();
+                    if size > limit as u64 {
+                        bail!("{} is larger than {} KiB", path.display(), limit / 1024);
+                    }
+                    Ok(Some(std::fs::read(&path).with_context(|| {
+                        format!("cannot read {}", path.display())
+                    })?))
+                };
+            let changes = admin::BrandingChanges {
+                display_name,
+                accent_color,
+                logo: read(logo_file, tessera_core::branding::MAX_LOGO_BYTES)?,
+                css: read(css_file, tessera_core::branding::MAX_CSS_BYTES)?,
+            };
+            let branding = if changes.display_name.is_some()
+                || changes.accent_color.is_some()
+                || changes.logo.is_some()
+                || changes.css.is_some()
+            {
+                Some(admin::set_branding(state, &name, changes, now()).await?)
+            } else {
+                None
+            };
             let lifetimes =
                 admin::set_lifetimes(state, &name, access_token_ttl, refresh_token_ttl, code_ttl)
                     .await?;
@@ -538,6 +582,7 @@ async fn tenant(state: &AppState, command: TenantCommand) -> Result<()> {
                 "refresh_token_ttl": lifetimes.refresh_token,
                 "code_ttl": lifetimes.authorization_code,
                 "allow_implicit": implicit,
+                "display_name": branding.as_ref().and_then(|b| b.display_name.clone()),
             });
             if json {
                 print_json(&settings);

@@ -29,7 +29,7 @@ pub async fn account(
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    let page = PageContext::new(&state, &tenant);
+    let page = PageContext::load(&state, &tenant).await;
     let (session_id, session) = match page.session(&headers, now).await {
         Ok(Some(found)) => found,
         Ok(None) => return page.login_page(&headers, None, "", None),
@@ -45,8 +45,7 @@ pub async fn account(
     let revoke_action = format!("{}/account/revoke", page.issuer);
     let logout_action = format!("{}/logout", page.issuer);
     let account_page = AccountPage {
-        tenant_label: tenant.name.as_str(),
-        assets_url: &page.assets_url,
+        brand: &page.brand,
         username: &overview.username,
         apps: overview
             .consents
@@ -108,7 +107,7 @@ pub async fn revoke(
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    let page = PageContext::new(&state, &tenant);
+    let page = PageContext::load(&state, &tenant).await;
     let (form, _, session) = match checked_form(&page, &headers, body).await {
         Ok(checked) => checked,
         Err(error) => return page.error(error),
@@ -133,7 +132,7 @@ pub async fn logout(
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    let page = PageContext::new(&state, &tenant);
+    let page = PageContext::load(&state, &tenant).await;
     let (_, session_id, _) = match checked_form(&page, &headers, body).await {
         Ok(checked) => checked,
         Err(error) => return page.error(error),

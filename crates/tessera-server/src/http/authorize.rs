@@ -11,7 +11,7 @@ use tessera_core::{Session, Tenant, UnixTime};
 
 use super::TenantLookup;
 use super::body::read_form;
-use super::pages::{ConsentPage, LoginPage, ScopeLine, error_page, render};
+use super::pages::{Brand, ConsentPage, LoginPage, ScopeLine, error_page, render};
 use crate::AppState;
 use crate::service::authorize::{
     self as service, AuthorizeFailure, Decision, LoginOutcome, Next, PageError, PendingView,
@@ -28,21 +28,32 @@ pub(super) struct PageContext<'a> {
     pub(super) state: &'a AppState,
     pub(super) tenant: &'a Tenant,
     pub(super) issuer: String,
-    pub(super) assets_url: String,
+    pub(super) brand: Brand,
 }
 
 impl<'a> PageContext<'a> {
-    pub(super) fn new(state: &'a AppState, tenant: &'a Tenant) -> Self {
+    /// Loads what the tenant's pages show of its branding. Should that fail,
+    /// the page is still shown, in the default look.
+    pub(super) async fn load(state: &'a AppState, tenant: &'a Tenant) -> Self {
+        let issuer = state.issuer(&tenant.name);
+        let summary = match state.store.branding_summary(tenant.id).await {
+            Ok(summary) => summary,
+            Err(error) => {
+                tracing::warn!(%error, "branding unavailable");
+                None
+            }
+        };
+        let brand = Brand::of_tenant(tenant, &issuer, &state.public_url, summary);
         PageContext {
             state,
             tenant,
-            issuer: state.issuer(&tenant.name),
-            assets_url: format!("{}/assets", state.public_url),
+            issuer,
+            brand,
         }
     }
 
     pub(super) fn error(&self, error: PageError) -> Response {
-        error_page(self.tenant.name.as_str(), &self.assets_url, error)
+        error_page(&self.brand, error)
     }
 
     /// `Set-Cookie` for a cookie scoped to this tenant's issuer path:
@@ -85,8 +96,7 @@ impl<'a> PageContext<'a> {
             .csrf_token(&format!("browser:{browser}"), csrf_binding(request_id));
         let action = format!("{}/login", self.issuer);
         let page = LoginPage {
-            tenant_label: self.tenant.name.as_str(),
-            assets_url: &self.assets_url,
+            brand: &self.brand,
             action: &action,
             client_name: client_name.unwrap_or(""),
             request_id,
@@ -114,8 +124,7 @@ impl<'a> PageContext<'a> {
             .csrf_token(&format!("session:{session_id}"), request_id);
         let action = format!("{}/consent", self.issuer);
         let page = ConsentPage {
-            tenant_label: self.tenant.name.as_str(),
-            assets_url: &self.assets_url,
+            brand: &self.brand,
             action: &action,
             client_name: &view.client.name,
             request_id,
@@ -222,12 +231,12 @@ pub(super) async fn tenant_or_page(
     state: &AppState,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Tenant, Response> {
-    let assets = format!("{}/assets", state.public_url);
+    let brand = Brand::plain("Tessera", &state.public_url);
     super::tenant(state, path)
         .await
         .map_err(|lookup| match lookup {
-            TenantLookup::Unknown => error_page("Tessera", &assets, PageError::UnknownTenant),
-            TenantLookup::Unavailable => error_page("Tessera", &assets, PageError::Unavailable),
+            TenantLookup::Unknown => error_page(&brand, PageError::UnknownTenant),
+            TenantLookup::Unavailable => error_page(&brand, PageError::Unavailable),
         })
 }
 
@@ -243,7 +252,7 @@ pub async fn authorize(
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    let page = PageContext::new(&state, &tenant);
+    let page = PageContext::load(&state, &tenant).await;
     let Ok(query) = FormParams::parse(uri.query().unwrap_or("").as_bytes()) else {
         return page.error(PageError::MalformedQuery);
     };
@@ -273,7 +282,7 @@ pub async fn login(
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    let page = PageContext::new(&state, &tenant);
+    let page = PageContext::load(&state, &tenant).await;
     let Ok(form) = read_form(&headers, body).await else {
         return page.error(PageError::MalformedQuery);
     };
@@ -373,7 +382,7 @@ pub async fn consent_page(
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    let page = PageContext::new(&state, &tenant);
+    let page = PageContext::load(&state, &tenant).await;
     let query = FormParams::parse(uri.query().unwrap_or("").as_bytes());
     let Ok(Some(request_id)) = query
         .as_ref()
@@ -397,7 +406,7 @@ pub async fn consent(
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    let page = PageContext::new(&state, &tenant);
+    let page = PageContext::load(&state, &tenant).await;
     let Ok(form) = read_form(&headers, body).await else {
         return page.error(PageError::MalformedQuery);
     };

@@ -4,6 +4,7 @@
 mod account;
 mod authorize;
 mod body;
+mod branding;
 mod client_request;
 mod discovery;
 mod errors;
@@ -84,6 +85,8 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             "/t/{tenant}/consent",
             get(authorize::consent_page).post(authorize::consent),
         )
+        .route("/t/{tenant}/branding/logo", get(branding::logo))
+        .route("/t/{tenant}/branding/style.css", get(branding::stylesheet))
         .route("/t/{tenant}/account", get(account::account))
         .route("/t/{tenant}/account/revoke", post(account::revoke))
         .route("/t/{tenant}/logout", post(account::logout))

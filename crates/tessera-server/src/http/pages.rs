@@ -5,13 +5,14 @@ use askama::Template;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use tessera_core::branding::BrandingSummary;
+
 use crate::service::authorize::PageError;
 
 #[derive(Template)]
 #[template(path = "login.html")]
 pub struct LoginPage<'a> {
-    pub tenant_label: &'a str,
-    pub assets_url: &'a str,
+    pub brand: &'a Brand,
     pub action: &'a str,
     pub client_name: &'a str,
     pub request_id: &'a str,
@@ -29,8 +30,7 @@ pub struct ScopeLine {
 #[derive(Template)]
 #[template(path = "consent.html")]
 pub struct ConsentPage<'a> {
-    pub tenant_label: &'a str,
-    pub assets_url: &'a str,
+    pub brand: &'a Brand,
     pub action: &'a str,
     pub client_name: &'a str,
     pub request_id: &'a str,
@@ -48,8 +48,7 @@ pub struct AppLine {
 #[derive(Template)]
 #[template(path = "account.html")]
 pub struct AccountPage<'a> {
-    pub tenant_label: &'a str,
-    pub assets_url: &'a str,
+    pub brand: &'a Brand,
     pub username: &'a str,
     pub apps: Vec<AppLine>,
     pub csrf: &'a str,
@@ -75,10 +74,53 @@ pub fn utc_date(at: tessera_core::UnixTime) -> String {
 #[derive(Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage<'a> {
-    pub tenant_label: &'a str,
-    pub assets_url: &'a str,
+    pub brand: &'a Brand,
     pub heading: &'a str,
     pub message: &'a str,
+}
+
+/// How a page looks: the tenant's name or display name, and its logo and
+/// stylesheet when it has them. Every URL here is the tenant's own.
+#[derive(Debug, Clone)]
+pub struct Brand {
+    pub label: String,
+    pub assets_url: String,
+    pub logo_url: Option<String>,
+    pub css_url: Option<String>,
+}
+
+impl Brand {
+    /// The default look, for pages outside any tenant.
+    pub fn plain(label: &str, public_url: &str) -> Self {
+        Brand {
+            label: label.to_owned(),
+            assets_url: format!("{public_url}/assets"),
+            logo_url: None,
+            css_url: None,
+        }
+    }
+
+    pub fn of_tenant(
+        tenant: &tessera_core::Tenant,
+        issuer: &str,
+        public_url: &str,
+        summary: Option<BrandingSummary>,
+    ) -> Self {
+        let mut brand = Brand::plain(tenant.name.as_str(), public_url);
+        if let Some(summary) = summary {
+            if let Some(name) = summary.display_name {
+                brand.label = name;
+            }
+            let version = summary.version;
+            brand.logo_url = summary
+                .has_logo
+                .then(|| format!("{issuer}/branding/logo?v={version}"));
+            brand.css_url = summary
+                .has_stylesheet
+                .then(|| format!("{issuer}/branding/style.css?v={version}"));
+        }
+        brand
+    }
 }
 
 /// Renders a page with the security headers every page carries.
@@ -119,7 +161,7 @@ pub fn render(status: StatusCode, page: &impl Template, form_target: Option<&str
 }
 
 /// The page shown when Tessera must not (or cannot) redirect back to the client.
-pub fn error_page(tenant_label: &str, assets_url: &str, error: PageError) -> Response {
+pub fn error_page(brand: &Brand, error: PageError) -> Response {
     let (status, heading, message) = match error {
         PageError::UnknownTenant => (
             StatusCode::NOT_FOUND,
@@ -178,8 +220,7 @@ pub fn error_page(tenant_label: &str, assets_url: &str, error: PageError) -> Res
         ),
     };
     let page = ErrorPage {
-        tenant_label,
-        assets_url,
+        brand,
         heading,
         message,
     };

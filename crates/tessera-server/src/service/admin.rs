@@ -1,6 +1,7 @@
 //! Administration of tenants, scopes, clients, users and keys, as the CLI
 //! drives it.
 
+use tessera_core::branding::{self, Branding};
 use tessera_core::jwt::generate_key;
 use tessera_core::redirect::is_private_use_scheme;
 use tessera_core::secret::{BearerSecret, Purpose, password};
@@ -109,6 +110,52 @@ pub async fn set_allow_implicit(
         .set_tenant_settings(tenant.id, &settings)
         .await?;
     Ok(settings)
+}
+
+/// Changes to a tenant's look; `None` keeps what is there.
+#[derive(Debug, Default)]
+pub struct BrandingChanges {
+    pub display_name: Option<String>,
+    pub accent_color: Option<String>,
+    pub logo: Option<Vec<u8>>,
+    pub css: Option<Vec<u8>>,
+}
+
+/// Validates and stores changes to a tenant's look.
+pub async fn set_branding(
+    state: &AppState,
+    tenant_name: &str,
+    changes: BrandingChanges,
+    now: UnixTime,
+) -> Result<Branding, AdminError> {
+    let tenant = tenant(state, tenant_name).await?;
+    let mut branding = state.store.branding(tenant.id).await?;
+    let invalid = |e: branding::BrandingError| AdminError::Invalid(e.to_string());
+    if let Some(name) = changes.display_name {
+        branding.display_name = Some(branding::parse_display_name(&name).map_err(invalid)?);
+    }
+    if let Some(color) = changes.accent_color {
+        branding.accent_color = Some(branding::parse_accent_color(&color).map_err(invalid)?);
+    }
+    if let Some(logo) = changes.logo {
+        branding.logo = Some(branding::parse_logo(logo).map_err(invalid)?);
+    }
+    if let Some(css) = changes.css {
+        branding.css = Some(branding::parse_css(css).map_err(invalid)?);
+    }
+    // The version busts browser caches of the logo and stylesheet.
+    let version = now.0.max(
+        state
+            .store
+            .branding_summary(tenant.id)
+            .await?
+            .map_or(0, |s| s.version + 1),
+    );
+    state
+        .store
+        .put_branding(tenant.id, &branding, version)
+        .await?;
+    Ok(branding)
 }
 
 /// Adds a new signing key. The previous one stays published for as long as a

@@ -16,6 +16,17 @@ CREATE TABLE tenants (
     created_at             INTEGER NOT NULL
 );
 
+-- A tenant's own look (see tessera_core::branding).
+CREATE TABLE tenant_branding (
+    tenant_id     INTEGER PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+    display_name  TEXT,
+    accent_color  TEXT,
+    logo          BLOB,
+    logo_type     TEXT,
+    css           TEXT,
+    version       INTEGER NOT NULL
+);
+
 CREATE TABLE signing_keys (
     kid           TEXT PRIMARY KEY,
     tenant_id     INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,

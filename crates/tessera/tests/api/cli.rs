@@ -470,6 +470,36 @@ fn command_line_contract() {
             .status
             .success()
     );
+    std::fs::write(d.join("logo.png"), crate::branding::tiny_png()).unwrap();
+    std::fs::write(d.join("style.css"), "h1 { color: #123 }").unwrap();
+    let branded = json_of(&tessera(
+        d,
+        &[
+            "tenant",
+            "set",
+            "acme",
+            "--display-name",
+            "Acme Corp",
+            "--accent-color",
+            "#0a7",
+            "--logo-file",
+            "logo.png",
+            "--css-file",
+            "style.css",
+            "--json",
+        ],
+    ));
+    assert_eq!(branded["display_name"], "Acme Corp");
+    assert!(
+        !tessera(d, &["tenant", "set", "acme", "--accent-color", "red"])
+            .status
+            .success()
+    );
+    assert!(
+        !tessera(d, &["tenant", "set", "acme", "--logo-file", "style.css"])
+            .status
+            .success()
+    );
     let rotated = tessera(d, &["keys", "rotate", "--tenant", "acme"]);
     assert!(rotated.status.success());
 

@@ -8,6 +8,7 @@ mod helpers;
 mod app_types;
 mod authorization_code;
 mod bad_input;
+mod branding;
 mod browser;
 mod cli;
 mod client_credentials;
