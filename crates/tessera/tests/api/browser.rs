@@ -72,6 +72,7 @@ async fn a_person_logs_in_and_consents_in_chromium() {
     app.create_scope("acme", "write", "Change your photos")
         .await;
     app.create_user("acme", "alice", "wonderland").await;
+    crate::branding::brand_acme(&app).await;
     let callback = start_callback_server().await;
     let client = app
         .create_client(
@@ -166,6 +167,55 @@ async fn a_person_logs_in_and_consents_in_chromium() {
             .for_element(Locator::Id("back-at-app"))
             .await?;
         let arrived = browser.current_url().await?;
+
+        // The consent is remembered: asking for what was allowed comes straight back.
+        let mut read_only = authorize.clone();
+        let query: Vec<(String, String)> = authorize
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "scope" {
+                    "read".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        read_only.query_pairs_mut().clear().extend_pairs(query);
+        browser.goto(read_only.as_str()).await?;
+        browser
+            .wait()
+            .for_element(Locator::Id("back-at-app"))
+            .await?;
+
+        // The account page lists the app; Revoke withdraws it.
+        browser
+            .goto(&format!("{}/account", app.issuer("acme")))
+            .await?;
+        browser
+            .wait()
+            .for_element(Locator::Css("form[action$='/account/revoke'] button"))
+            .await?;
+        assert!(browser.source().await?.contains("Photo Printer"));
+        save_screenshot(&browser, "account").await;
+        browser
+            .find(Locator::Css("form[action$='/account/revoke'] button"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .for_element(Locator::XPath(
+                "//*[contains(text(), 'You have not allowed')]",
+            ))
+            .await?;
+
+        // And the next authorization asks again.
+        browser.goto(authorize.as_str()).await?;
+        browser
+            .wait()
+            .for_element(Locator::Css("button[value=allow]"))
+            .await?;
         Ok::<_, fantoccini::error::CmdError>(arrived)
     }
     .await;
