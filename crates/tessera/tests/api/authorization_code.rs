@@ -357,18 +357,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
             .text()
             .await
             .unwrap();
-        let response = app
-            .browser
-            .post(format!("{}/login", app.issuer("acme")))
-            .form(&[
-                ("request", hidden_field(&html, "request").as_str()),
-                ("csrf", hidden_field(&html, "csrf").as_str()),
-                ("username", username),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let response = submit_login(&app.browser, &html, username, password).await;
         assert_eq!(response.status(), 401);
         assert!(
             response
@@ -418,18 +407,7 @@ async fn forms_without_a_valid_csrf_token_are_refused() {
         .unwrap();
     assert_eq!(response.status(), 400);
     // Right token, but from another browser (no cookie).
-    let response = app
-        .http
-        .post(format!("{}/login", app.issuer("acme")))
-        .form(&[
-            ("request", hidden_field(&html, "request").as_str()),
-            ("csrf", hidden_field(&html, "csrf").as_str()),
-            ("username", "alice"),
-            ("password", "wonderland"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = submit_login(&app.http, &html, "alice", "wonderland").await;
     assert_eq!(response.status(), 400);
 }
 
@@ -447,18 +425,7 @@ async fn session_cookie_is_protected_renewed_and_reused() {
         .text()
         .await
         .unwrap();
-    let login = app
-        .browser
-        .post(format!("{}/login", app.issuer("acme")))
-        .form(&[
-            ("request", hidden_field(&html, "request").as_str()),
-            ("csrf", hidden_field(&html, "csrf").as_str()),
-            ("username", "alice"),
-            ("password", "wonderland"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let login = submit_login(&app.browser, &html, "alice", "wonderland").await;
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("tessera_session="));
     assert!(cookie.contains("HttpOnly"));
@@ -510,18 +477,7 @@ async fn consent_form_needs_its_csrf_token_and_the_session() {
         .text()
         .await
         .unwrap();
-    let login = app
-        .browser
-        .post(format!("{}/login", app.issuer("acme")))
-        .form(&[
-            ("request", hidden_field(&html, "request").as_str()),
-            ("csrf", hidden_field(&html, "csrf").as_str()),
-            ("username", "alice"),
-            ("password", "wonderland"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let login = submit_login(&app.browser, &html, "alice", "wonderland").await;
     let consent_url = login.headers()["location"].to_str().unwrap().to_owned();
     let html = app
         .browser

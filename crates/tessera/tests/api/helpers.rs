@@ -294,19 +294,7 @@ pub async fn log_in_and_consent(
     if !html.contains("Allow access?") {
         assert!(html.contains("autocomplete=\"username\""));
         assert!(html.contains("autocomplete=\"current-password\""));
-        let action = between(&html, "<form method=\"post\" action=\"", "\"");
-        let after_login = app
-            .browser
-            .post(&action)
-            .form(&[
-                ("request", hidden_field(&html, "request").as_str()),
-                ("csrf", hidden_field(&html, "csrf").as_str()),
-                ("username", username),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let after_login = submit_login(&app.browser, &html, username, password).await;
         assert_eq!(
             after_login.status(),
             303,
@@ -339,6 +327,26 @@ pub async fn log_in_and_consent(
         }
     }
     app.browser.post(&action).form(&form).send().await.unwrap()
+}
+
+/// Submits the login form found in `html` (with its request and CSRF fields)
+/// through `via`, a client with or without the browser's cookies.
+pub async fn submit_login(
+    via: &reqwest::Client,
+    html: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    let mut form = vec![
+        ("csrf", hidden_field(html, "csrf")),
+        ("username", username.to_owned()),
+        ("password", password.to_owned()),
+    ];
+    if html.contains("name=\"request\"") {
+        form.push(("request", hidden_field(html, "request")));
+    }
+    let action = between(html, "<form method=\"post\" action=\"", "\"");
+    via.post(action).form(&form).send().await.unwrap()
 }
 
 pub fn between(text: &str, start: &str, end: &str) -> String {

@@ -170,18 +170,7 @@ async fn the_login_form_is_throttled_too() {
             .text()
             .await
             .unwrap();
-        let response = app
-            .browser
-            .post(format!("{}/login", app.issuer("acme")))
-            .form(&[
-                ("request", hidden_field(&html, "request").as_str()),
-                ("csrf", hidden_field(&html, "csrf").as_str()),
-                ("username", "alice"),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let response = submit_login(&app.browser, &html, "alice", password).await;
         last = response.status().as_u16();
         if password == "wonderland" {
             assert!(
