@@ -603,3 +603,51 @@ async fn confidential_clients_that_send_pkce_must_complete_it() {
         assert_eq!(response.status(), expected, "{presented:?}");
     }
 }
+
+#[tokio::test]
+async fn an_expired_code_is_invalid_grant() {
+    let (app, web) = acme(true).await;
+    let (verifier, challenge) = pkce_pair();
+    let tenant = app
+        .state
+        .store
+        .tenant_by_name("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let alice = app
+        .state
+        .store
+        .user_by_username(tenant.id, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    // A code minted a minute and a half ago, as the consent step would have.
+    let code = "an-old-code-of-at-least-forty-three-characters-long";
+    app.state
+        .store
+        .put_authorization_code(&tessera_core::AuthorizationCode {
+            code_hash: app
+                .state
+                .hasher
+                .hash(tessera_core::secret::Purpose::AuthorizationCode, code),
+            tenant_id: tenant.id,
+            client_id: tessera_core::ClientId::new(web.id.clone()),
+            user_id: alice.id,
+            redirect_uri: tessera_core::RedirectUri::parse(REDIRECT).unwrap(),
+            redirect_uri_in_request: true,
+            scope: tessera_core::ScopeSet::parse("read").unwrap(),
+            code_challenge: Some(
+                tessera_core::pkce::CodeChallenge::parse_s256(&challenge, Some("S256")).unwrap(),
+            ),
+            auth_time: tessera_core::UnixTime(now().0 - 90),
+            expires_at: tessera_core::UnixTime(now().0 - 30),
+            family_id: "expired-family".into(),
+        })
+        .await
+        .unwrap();
+    let response = redeem_public(&app, &web, code, &verifier).await;
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+}

@@ -189,3 +189,58 @@ async fn slow_clients_do_not_starve_others() {
     }
     assert_eq!(closed, 50, "stalled connections are closed by the server");
 }
+
+#[tokio::test]
+async fn malformed_browser_requests_get_pages_not_errors() {
+    let (app, _) = acme(true).await;
+    let issuer = app.issuer("acme");
+    for path in ["login", "consent"] {
+        let url = format!("{issuer}/{path}");
+        let json = app
+            .http
+            .post(&url)
+            .json(&serde_json::json!({"a": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json.status(), 400, "{path}");
+        assert!(
+            json.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let big = app
+            .http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={}", "a".repeat(1 << 20)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(big.status(), 400, "{path}");
+        let not_utf8 = app
+            .http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(b"csrf=%FF".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(not_utf8.status(), 400, "{path}");
+    }
+    let wrong_method = app
+        .http
+        .delete(format!("{issuer}/authorize"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    let not_utf8 = app
+        .http
+        .get(format!("{issuer}/authorize?client_id=%FF%FE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_utf8.status(), 400);
+}

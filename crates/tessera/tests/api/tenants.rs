@@ -186,3 +186,49 @@ async fn lifetimes_are_set_per_tenant() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn codes_and_refresh_tokens_do_not_cross_tenants() {
+    let (app, web) = acme(true).await;
+    app.create_tenant("other").await;
+    let (verifier, challenge) = pkce_pair();
+    let code = obtain_code(&app, &web, &challenge, "read").await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", web.id.as_str()),
+    ];
+    let response = app
+        .http
+        .post(app.token_url("other"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "the client does not exist at the other tenant"
+    );
+    // The code is still good at its own tenant.
+    let tokens: Value = redeem_public(&app, &web, &code, &verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let response = app
+        .http
+        .post(app.token_url("other"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", web.id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
