@@ -1,11 +1,16 @@
 //! Storage for Tessera: the [`Store`] trait the server depends on, and its
-//! SQLite implementation.
+//! SQLite and PostgreSQL implementations, chosen by [`connect`] from the URL.
 //!
 //! Architecture invariant: nothing here decides protocol questions. The store
 //! offers atomic primitives (consume a code once, rotate a refresh token once)
 //! and the server and `tessera-core` decide what they mean.
 
+mod postgres;
+mod sql;
 mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tessera_core::branding::{Branding, BrandingSummary};
@@ -17,7 +22,81 @@ use tessera_core::{
     TenantName, TenantSettings, UnixTime, User,
 };
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Connection pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// The most connections one process opens.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection (or a new one) before
+    /// it fails as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens the database `url` names — `sqlite://...` or `postgres://...`
+/// (`postgresql://` too) — and applies its migrations.
+pub async fn connect(url: &str, pool: &PoolSettings) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, pool).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url, pool).await?))
+    } else {
+        Err(StoreError::Internal(
+            "the database URL must start with sqlite:// or postgres://".into(),
+        ))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
+            sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_transient) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            _ => StoreError::Internal(error.to_string()),
+        }
+    }
+}
+
+/// Database error codes that mean "try again later", not "this is wrong".
+fn is_transient(code: &str) -> bool {
+    // SQLite: SQLITE_BUSY and SQLITE_LOCKED after the busy timeout.
+    matches!(code, "5" | "6")
+        // PostgreSQL: connection exceptions (08), insufficient resources (53),
+        // the server shutting down or the backend terminated (57P01-57P03),
+        // serialisation failures and deadlocks (40001, 40P01).
+        || code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        match error {
+            sqlx::migrate::MigrateError::Execute(inner) => inner.into(),
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
 
 /// Failures of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +151,8 @@ pub trait Store: Send + Sync + 'static {
     /// The deployment-wide secret named `name`, created from `generate` the
     /// first time it is asked for.
     async fn server_secret(&self, name: &str, generate: Vec<u8>) -> StoreResult<Vec<u8>>;
+    /// Sets the deployment-wide secret `name`, replacing any (for `import`).
+    async fn replace_server_secret(&self, name: &str, value: &[u8]) -> StoreResult<()>;
 
     // Tenants and their keys.
     async fn create_tenant(
@@ -111,6 +192,8 @@ pub trait Store: Send + Sync + 'static {
         new_key: SigningKeyRecord,
         retire_previous_at: UnixTime,
     ) -> StoreResult<()>;
+    /// Adds a key exactly as given, retirement included (for `import`).
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
     /// Keys still published at `now`, newest first; the first one signs.
     async fn published_keys(
         &self,

@@ -1,7 +1,6 @@
 //! The command line: argument definitions and what each command does.
 
 use std::io::Read;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,7 +9,7 @@ use tessera_core::throttle::ThrottlePolicy;
 use tessera_core::{AppType, AuthMethod, GrantType, TokenFormat, UnixTime};
 use tessera_server::service::admin::{self, NewClient};
 use tessera_server::{AppState, ServerConfig};
-use tessera_store::{SqliteStore, Store};
+use tessera_store::PoolSettings;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -20,7 +19,8 @@ use tokio::net::TcpListener;
     about = "A multi-tenant OAuth 2.0 authorization server"
 )]
 pub struct Args {
-    /// Database to use: sqlite://relative/path or sqlite:///absolute/path.
+    /// Database to use: sqlite://relative/path, sqlite:///absolute/path, or
+    /// postgres://user@host:port/database.
     #[arg(
         long,
         global = true,
@@ -28,6 +28,27 @@ pub struct Args {
         default_value = "sqlite://tessera.db"
     )]
     database_url: String,
+
+    /// The most database connections this process opens.
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    db_max_connections: u32,
+
+    /// Seconds a request waits for a database connection before it fails
+    /// with 503.
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_DB_ACQUIRE_TIMEOUT",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
+    db_acquire_timeout: u64,
 
     /// Public base URL of the server; issuers are `{public_url}/t/{tenant}`.
     /// Default: http://{bind}.
@@ -406,11 +427,13 @@ pub async fn run(args: Args) -> Result<()> {
             "--public-url must be an http(s) origin without a path, such as https://id.example.com"
         );
     }
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::connect(&args.database_url, 16)
-            .await
-            .with_context(|| format!("cannot open database '{}'", args.database_url))?,
-    );
+    let pool = PoolSettings {
+        max_connections: args.db_max_connections,
+        acquire_timeout: std::time::Duration::from_secs(args.db_acquire_timeout),
+    };
+    let store = tessera_store::connect(&args.database_url, &pool)
+        .await
+        .with_context(|| format!("cannot open database '{}'", redacted(&args.database_url)))?;
     let mut state = AppState::new(store, &public_url).await?;
     match command {
         Command::Serve {
@@ -839,4 +862,15 @@ async fn user(state: &AppState, command: UserCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The database URL without its password, for messages.
+fn redacted(database_url: &str) -> String {
+    match url::Url::parse(database_url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => database_url.to_owned(),
+    }
 }

@@ -38,7 +38,9 @@ struct Tessera {
 async fn spawn_tessera() -> Tessera {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = tessera_store::SqliteStore::connect(&url, 8).await.unwrap();
+    let store = tessera_store::SqliteStore::connect(&url, &Default::default())
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     let state = AppState::new(Arc::new(store), &base_url).await.unwrap();

@@ -676,7 +676,9 @@ async fn what_was_answered_survives_kill_9() {
     // Every acknowledged token is in the database after restart.
     let _server = start_server(d, port).await;
     let url = format!("sqlite://{}", d.join("tessera.db").display());
-    let store = tessera_store::SqliteStore::connect(&url, 1).await.unwrap();
+    let store = tessera_store::SqliteStore::connect(&url, &Default::default())
+        .await
+        .unwrap();
     let key = tessera_store::Store::server_secret(&store, "secret-hash-key", vec![])
         .await
         .unwrap();

@@ -1,6 +1,5 @@
 //! `spawn_app()` and what the tests share.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -9,7 +8,7 @@ use serde_json::Value;
 use tessera_core::{AuthMethod, GrantType, TokenFormat, UnixTime};
 use tessera_server::service::admin::{self, NewClient};
 use tessera_server::{AppState, ServerConfig};
-use tessera_store::SqliteStore;
+use tessera_store::PoolSettings;
 use tokio::net::TcpListener;
 
 pub struct TestApp {
@@ -20,7 +19,84 @@ pub struct TestApp {
     pub browser: reqwest::Client,
     /// A plain API client without cookies, no redirects followed.
     pub http: reqwest::Client,
+    _database: TestDatabase,
+}
+
+/// True in the `api_postgres` test binary, which runs this same suite on
+/// PostgreSQL; false in `api`, on SQLite.
+pub fn on_postgres() -> bool {
+    env!("CARGO_CRATE_NAME") == "api_postgres"
+}
+
+/// The PostgreSQL server the tests use: `TESSERA_TEST_POSTGRES_URL`, by
+/// default the local one every development and CI machine runs.
+pub fn postgres_url() -> String {
+    std::env::var("TESSERA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A fresh, empty database for one test: an SQLite file in a temporary
+/// directory, or a PostgreSQL schema of its own, dropped afterwards.
+pub struct TestDatabase {
+    pub url: String,
+    schema: Option<String>,
     _dir: tempfile::TempDir,
+}
+
+impl TestDatabase {
+    pub async fn new() -> TestDatabase {
+        let dir = tempfile::tempdir().unwrap();
+        if !on_postgres() {
+            let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+            return TestDatabase {
+                url,
+                schema: None,
+                _dir: dir,
+            };
+        }
+        let suffix: [u8; 8] = tessera_server::service::random_bytes();
+        let schema = format!("test_{}", u64::from_le_bytes(suffix));
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_url())
+            .await
+            .expect("PostgreSQL must run on 127.0.0.1:5432 (see README)");
+        sqlx::Executor::execute(&mut admin, format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .unwrap();
+        let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
+        TestDatabase {
+            url,
+            schema: Some(schema),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        // Drop runs outside any runtime the test may still hold: use a
+        // thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut admin) =
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_url()).await
+                {
+                    let _ = sqlx::Executor::execute(
+                        &mut admin,
+                        format!("DROP SCHEMA {schema} CASCADE").as_str(),
+                    )
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 pub struct TestClient {
@@ -37,7 +113,8 @@ pub fn now() -> UnixTime {
     )
 }
 
-/// Starts the real server on `127.0.0.1:0` with a fresh SQLite database.
+/// Starts the real server on `127.0.0.1:0` with a fresh database (see
+/// [`TestDatabase`]).
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(ServerConfig::default()).await
 }
@@ -57,12 +134,15 @@ async fn spawn(config: ServerConfig, public_url: Option<&str>) -> TestApp {
             .with_env_filter("debug")
             .try_init();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", dir.path().join("tessera.db").display());
-    let store = SqliteStore::connect(&database_url, 8).await.unwrap();
+    let database = TestDatabase::new().await;
+    let pool = PoolSettings {
+        max_connections: 8,
+        ..PoolSettings::default()
+    };
+    let store = tessera_store::connect(&database.url, &pool).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::new(Arc::new(store), public_url.unwrap_or(&base_url))
+    let state = AppState::new(store, public_url.unwrap_or(&base_url))
         .await
         .unwrap();
     let router = tessera_server::router(state.clone(), &config);
@@ -83,7 +163,7 @@ async fn spawn(config: ServerConfig, public_url: Option<&str>) -> TestApp {
         state,
         browser,
         http,
-        _dir: dir,
+        _database: database,
     }
 }
 

@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly.
 
-mod helpers;
+pub(crate) mod helpers;
 
 mod app_types;
 mod authorization_code;
 mod bad_input;
-mod branding;
+pub(crate) mod branding;
 mod browser;
 mod cli;
 mod client_credentials;

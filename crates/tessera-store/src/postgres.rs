@@ -1,0 +1,43 @@
+//! The PostgreSQL backend, for several Tessera nodes sharing one database.
+//! The queries are shared with SQLite in `sql.rs`.
+
+use std::str::FromStr;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::PoolSettings;
+
+/// Tessera's storage in a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/database`, with any
+    /// libpq-style parameters sqlx accepts, such as
+    /// `?options=-c%20search_path%3Dtessera`) and applies the migrations.
+    pub async fn connect(url: &str, pool: &PoolSettings) -> StoreResult<Self> {
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("invalid database URL: {e}")))?;
+        // Named for pg_stat_activity, unless the URL names it.
+        if options.get_application_name().is_none() {
+            options = options.application_name("tessera");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(pool.max_connections.max(1))
+            .acquire_timeout(pool.acquire_timeout)
+            // A connection the server dropped (restart, pg_terminate_backend)
+            // is noticed and replaced before it is handed out.
+            .test_before_acquire(true)
+            .connect_with(options)
+            .await?;
+        // sqlx holds a PostgreSQL advisory lock while it migrates, so nodes
+        // starting at once apply each migration exactly once.
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+crate::sql::sql_store!(PostgresStore, sqlx::Postgres);
