@@ -13,7 +13,7 @@ use tessera_store::Store;
 use crate::service::ServiceError;
 
 /// Name of the deployment-wide key of the secret hasher in `server_secrets`.
-const HASH_KEY_NAME: &str = "secret-hash-key";
+pub(crate) const HASH_KEY_NAME: &str = "secret-hash-key";
 
 #[derive(Clone)]
 pub struct AppState {

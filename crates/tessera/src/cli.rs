@@ -8,6 +8,7 @@ use serde_json::json;
 use tessera_core::throttle::ThrottlePolicy;
 use tessera_core::{AppType, AuthMethod, GrantType, TokenFormat, UnixTime};
 use tessera_server::service::admin::{self, NewClient};
+use tessera_server::service::transfer;
 use tessera_server::{AppState, ServerConfig};
 use tessera_store::PoolSettings;
 use tokio::net::TcpListener;
@@ -90,6 +91,18 @@ enum Command {
     /// Manage a tenant's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write every tenant, with its keys, scopes, clients, users and consents,
+    /// as JSON (to move to another database). The output holds private keys.
+    Export {
+        /// File to write (created with mode 0600); standard output if absent.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Read what `export` wrote into this database.
+    Import {
+        /// The export file, or `-` for standard input.
+        file: String,
+    },
 }
 
 /// Brute-force throttling of the login form and the password grant.
@@ -458,7 +471,54 @@ pub async fn run(args: Args) -> Result<()> {
             println!("new signing key {kid}");
             Ok(())
         }
+        Command::Export { output } => export(&state, output).await,
+        Command::Import { file } => import(&state, &file).await,
     }
+}
+
+async fn export(state: &AppState, output: Option<std::path::PathBuf>) -> Result<()> {
+    let document = transfer::export(state, now()).await?;
+    let text = serde_json::to_string_pretty(&document)?;
+    match output {
+        Some(path) => {
+            use std::io::Write;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(&path)
+                .with_context(|| format!("cannot create {} (it must not exist)", path.display()))?;
+            file.write_all(text.as_bytes())?;
+            file.write_all(b"\n")?;
+            eprintln!(
+                "exported {} tenant(s) to {}; it holds private keys: keep it safe",
+                document.tenants.len(),
+                path.display()
+            );
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+async fn import(state: &AppState, file: &str) -> Result<()> {
+    let text = if file == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+    };
+    let document: transfer::Export =
+        serde_json::from_str(&text).context("the file is not a Tessera export")?;
+    let imported = transfer::import(state, document).await?;
+    println!(
+        "imported {} tenant(s): {}",
+        imported.len(),
+        imported.join(", ")
+    );
+    Ok(())
 }
 
 async fn serve(state: AppState, bind: &str) -> Result<()> {

@@ -8,6 +8,7 @@ pub mod client_auth;
 pub mod credentials;
 pub mod token;
 pub mod token_state;
+pub mod transfer;
 
 use tessera_core::secret::BearerSecret;
 use tessera_core::{AuthorizeError, TokenError};

@@ -11,4 +11,5 @@ mod api;
 // The suite's modules refer to `crate::helpers` and `crate::branding`.
 pub(crate) use api::{branding, helpers};
 
+mod migration;
 mod nodes;
