@@ -506,3 +506,31 @@ async fn killed_database_connections_give_503_and_the_nodes_recover() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_client_stops_working_on_every_node_at_once() {
+    let cluster = cluster().await;
+    let client = cluster
+        .client(vec![GrantType::ClientCredentials], TokenFormat::Jwt)
+        .await;
+    let form = [("grant_type", "client_credentials")];
+    for node in 0..2 {
+        assert_eq!(cluster.post(node, "token", &client, &form).await.0, 200);
+    }
+    let tenant = admin::tenant(&cluster.admin, "acme").await.unwrap();
+    assert!(
+        cluster
+            .admin
+            .store
+            .delete_client(tenant.id, &client.0)
+            .await
+            .unwrap()
+    );
+    for node in 0..2 {
+        let (status, body) = cluster.post(node, "token", &client, &form).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+    }
+}
