@@ -1,0 +1,59 @@
+"""Prints bench/run.sh's results as a Markdown table, with the ratios."""
+
+import json
+import statistics
+import sys
+
+path, backend, startup_ms, idle_kb, duration, connections, rounds, pinned, tenants = sys.argv[1:10]
+runs = [json.loads(line) for line in open(path)]
+
+NAMES = {
+    "1": "1. client_credentials, JWT",
+    "2": "2. client_credentials, opaque",
+    "3a": "3a. introspection, opaque token",
+    "3b": "3b. introspection, JWT",
+    "4": "4. refresh_token rotation",
+    "5": "5. authorization_code + PKCE",
+    "1t": f"1. client_credentials, JWT, {int(tenants):,} more tenants",
+}
+
+
+def median(scenario, server):
+    """The run with the median requests/s of these (scenario 1 has rounds)."""
+    found = [r["figures"] for r in runs if r["scenario"] == scenario and r["server"] == server]
+    if not found:
+        return None
+    found.sort(key=lambda f: f["rps"])
+    return found[len(found) // 2]
+
+
+print(f"backend: {backend}; {duration} s per run, {connections} connections, wrk -t2; "
+      f"scenario 1 is the median of {rounds} interleaved rounds; "
+      f"{'server on CPU 0, wrk on CPU 1' if pinned == '1' else 'server and wrk share both cores'}")
+print()
+print("| scenario | server | requests/s | p50 ms | p99 ms | errors | peak RSS MB |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for scenario in ["1", "2", "3a", "3b", "4", "5", "1t"]:
+    for server in ["tessera", "limit", "peer"]:
+        f = median(scenario, server)
+        if f:
+            print(f"| {NAMES[scenario]} | {server} | {f['rps']:,.0f} | {f['p50_ms']:.2f} | "
+                  f"{f['p99_ms']:.2f} | {f['errors']} | {f['peak_rss_mb']} |")
+print()
+headline = median("1", "tessera")
+print(f"idle RSS: {int(idle_kb) / 1024:.1f} MB; start to port accepting: {startup_ms} ms")
+for server in ["limit", "peer"]:
+    f = median("1", server)
+    if f and headline:
+        print(f"scenario 1, Tessera / {server}: {headline['rps'] / f['rps']:.2f}")
+for scenario, against in [("2", "1"), ("4", "1"), ("3a", None), ("3b", None), ("1t", "1")]:
+    f = median(scenario, "tessera")
+    limit = median("1", "limit")
+    if not f:
+        continue
+    if against:
+        print(f"scenario {scenario} / scenario 1 (Tessera): {f['rps'] / headline['rps']:.2f}")
+    elif limit:
+        print(f"scenario {scenario} (Tessera) / limit: {f['rps'] / limit['rps']:.2f}")
+errors = sum(r["figures"]["errors"] for r in runs)
+print(f"errors in all runs: {errors}")

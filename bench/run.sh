@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Tessera's load benchmark. See bench/README.md.
+#
+#   bench/run.sh               # on SQLite
+#   bench/run.sh --postgres    # on PostgreSQL (BENCH_POSTGRES_URL)
+#
+# Settings (environment): BENCH_DURATION seconds per run (10),
+# BENCH_CONNECTIONS (64), BENCH_ROUNDS of the interleaved headline comparison
+# (3), BENCH_TENANTS extra tenants for the last run (10000, 0 to skip),
+# BENCH_PIN=1 to pin the server to CPU 0 and wrk to CPU 1, BENCH_PEER_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+DURATION=${BENCH_DURATION:-10}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+THREADS=2
+ROUNDS=${BENCH_ROUNDS:-3}
+EXTRA_TENANTS=${BENCH_TENANTS:-10000}
+PEER_DIR=${BENCH_PEER_DIR:-$root/../shared/peers/node-oidc-provider}
+# Single-use credentials minted per second of a run: more than the server
+# can consume, so that none is sent twice.
+SINGLE_USE_PER_SECOND=${BENCH_SINGLE_USE_PER_SECOND:-8000}
+BACKEND=sqlite
+if [ "${1:-}" = "--postgres" ]; then BACKEND=postgres; fi
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "installing wrk" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+
+echo "building (release)" >&2
+cargo build --release -q -p tessera -p bench-limit -p bench-fixtures
+bin=$root/target/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$BACKEND" = postgres ]; then
+    psql -q "$BENCH_PG_ADMIN" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ "$BACKEND" = postgres ]; then
+  BENCH_PG_ADMIN=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+  schema=bench_$$
+  psql -q "$BENCH_PG_ADMIN" -c "CREATE SCHEMA $schema" >/dev/null
+  export TESSERA_DATABASE_URL="$BENCH_PG_ADMIN?options=-c%20search_path%3D$schema"
+else
+  export TESSERA_DATABASE_URL="sqlite://$work/bench.db"
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
+basic() { printf 'Basic %s' "$(printf '%s:%s' "$1" "$2" | base64 -w0)"; }
+pin_server=()
+pin_wrk=()
+if [ "${BENCH_PIN:-0}" = 1 ]; then pin_server=(taskset -c 0); pin_wrk=(taskset -c 1); fi
+
+# --- Provisioning, through the CLI --------------------------------------
+t() { "$bin/tessera" "$@"; }
+t tenant create bench --json >/dev/null
+t scope create --tenant bench read >/dev/null
+printf 'pw\n' | t user create --tenant bench --username bench --password-stdin >/dev/null
+cc=$(t client create --tenant bench --name cc --type m2m --scope read --json)
+cc_opaque=$(t client create --tenant bench --name cc-opaque --type m2m --scope read --token-format opaque --json)
+resource=$(t client create --tenant bench --name api --type m2m --json)
+web=$(t client create --tenant bench --name web --type web --scope read \
+  --redirect-uri http://127.0.0.1:9999/cb --json)
+cc_auth=$(basic "$(echo "$cc" | field client_id)" "$(echo "$cc" | field client_secret)")
+opaque_auth=$(basic "$(echo "$cc_opaque" | field client_id)" "$(echo "$cc_opaque" | field client_secret)")
+resource_auth=$(basic "$(echo "$resource" | field client_id)" "$(echo "$resource" | field client_secret)")
+web_id=$(echo "$web" | field client_id)
+web_auth=$(basic "$web_id" "$(echo "$web" | field client_secret)")
+
+# --- Start-up time and idle memory --------------------------------------
+port=$(free_port)
+start=$(date +%s%N)
+"${pin_server[@]}" "$bin/tessera" serve --bind "127.0.0.1:$port" 2>"$work/tessera.log" &
+server=$!
+pids+=("$server")
+until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do :; done
+startup_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+sleep 1
+idle_kb=$(awk '/VmRSS/ {print $2}' "/proc/$server/status")
+base="http://127.0.0.1:$port"
+
+# --- Runs ----------------------------------------------------------------
+# run URL PATH AUTH BODY [BODIES_FILE] [PID]: one wrk run; prints the JSON
+# figures, with the peak RSS of PID during the run.
+run() {
+  local url=$1 path=$2 auth=$3 body=$4 bodies=${5:-} pid=${6:-}
+  if [ -n "$pid" ]; then echo 5 > "/proc/$pid/clear_refs"; fi
+  local out
+  out=$(BENCH_PATH="$path" BENCH_AUTH="$auth" BENCH_BODY="$body" BENCH_BODIES="$bodies" \
+    BENCH_THREADS=$THREADS "${pin_wrk[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
+    -s "$root/bench/lua/post.lua" "$url" | sed -n 's/^BENCH //p')
+  local peak=0
+  if [ -n "$pid" ]; then peak=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status"); fi
+  echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); d["peak_rss_mb"]=round(int(sys.argv[1])/1024,1); print(json.dumps(d))' "$peak"
+}
+
+results=$work/results.jsonl
+record() { echo "{\"scenario\":\"$1\",\"server\":\"$2\",\"figures\":$3}" >> "$results"; }
+
+# The references for scenario 1.
+limit_port=$(free_port)
+"${pin_server[@]}" "$bin/bench-limit" "127.0.0.1:$limit_port" bench-client bench-secret &
+limit=$!
+pids+=("$limit")
+peer=""
+if [ -x "$PEER_DIR/start.sh" ]; then
+  peer_port=$(free_port)
+  PEER_PORT=$peer_port "${pin_server[@]}" "$PEER_DIR/start.sh" >"$work/peer.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 1 600); do
+    if curl -sf -o /dev/null -u bench-client:bench-secret -d grant_type=client_credentials \
+      -d scope=read "http://127.0.0.1:$peer_port/token"; then peer=yes; break; fi
+    sleep 0.5
+  done
+  if [ -z "$peer" ]; then echo "the peer did not start; see $work/peer.log" >&2; cat "$work/peer.log" >&2; fi
+fi
+until (exec 3<>"/dev/tcp/127.0.0.1/$limit_port") 2>/dev/null; do sleep 0.05; done
+peer_pid() { pgrep -f "node .*server.mjs" | head -1; }
+
+echo "scenario 1, interleaved with the references: $ROUNDS rounds of ${DURATION}s each" >&2
+cc_body="grant_type=client_credentials&scope=read"
+for round in $(seq 1 "$ROUNDS"); do
+  record 1 tessera "$(run "$base" /t/bench/token "$cc_auth" "$cc_body" "" "$server")"
+  record 1 limit "$(run "http://127.0.0.1:$limit_port" /t/bench/token "$(basic bench-client bench-secret)" "$cc_body" "" "$limit")"
+  if [ -n "$peer" ]; then
+    record 1 peer "$(run "http://127.0.0.1:$peer_port" /token "$(basic bench-client bench-secret)" "$cc_body" "" "$(peer_pid)")"
+  fi
+  echo "  round $round done" >&2
+done
+
+echo "scenario 2: client_credentials, opaque token" >&2
+record 2 tessera "$(run "$base" /t/bench/token "$opaque_auth" "$cc_body" "" "$server")"
+
+echo "scenario 3: introspection" >&2
+opaque_token=$(curl -sf -H "Authorization: $opaque_auth" -d "$cc_body" "$base/t/bench/token" | field access_token)
+jwt_token=$(curl -sf -H "Authorization: $cc_auth" -d "$cc_body" "$base/t/bench/token" | field access_token)
+record 3a tessera "$(run "$base" /t/bench/introspect "$resource_auth" "token=$opaque_token" "" "$server")"
+record 3b tessera "$(run "$base" /t/bench/introspect "$resource_auth" "token=$jwt_token" "" "$server")"
+
+single_use=$((DURATION * SINGLE_USE_PER_SECOND))
+echo "scenario 4: refresh token rotation (minting $single_use refresh tokens)" >&2
+"$bin/bench-fixtures" refresh-tokens --tenant bench --client "$web_id" --username bench \
+  --scope read --count "$single_use" > "$work/refresh.txt"
+record 4 tessera "$(run "$base" /t/bench/token "$web_auth" "" "$work/refresh.txt" "$server")"
+
+echo "scenario 5: authorization code with PKCE (minting $single_use codes)" >&2
+"$bin/bench-fixtures" codes --tenant bench --client "$web_id" --username bench --scope read \
+  --redirect-uri http://127.0.0.1:9999/cb --count "$single_use" > "$work/codes.txt"
+record 5 tessera "$(run "$base" /t/bench/token "$web_auth" "" "$work/codes.txt" "$server")"
+
+if [ "$EXTRA_TENANTS" -gt 0 ]; then
+  echo "scenario 1 again, with $EXTRA_TENANTS more tenants in the database" >&2
+  "$bin/bench-fixtures" tenants --prefix filler --count "$EXTRA_TENANTS" >/dev/null
+  record 1t tessera "$(run "$base" /t/bench/token "$cc_auth" "$cc_body" "" "$server")"
+fi
+
+python3 "$root/bench/report.py" "$results" "$BACKEND" "$startup_ms" "$idle_kb" "$DURATION" "$CONNECTIONS" "$ROUNDS" "${BENCH_PIN:-0}" "$EXTRA_TENANTS"
