@@ -6,6 +6,11 @@
 //! attacker elsewhere can never lock the real owner out; every lockout ends by
 //! itself, and attempts made while locked are not counted, so a lockout cannot
 //! extend itself.
+//!
+//! An "address" here is what [`address_group`] makes of the client's IP
+//! address: an IPv4 address whole, an IPv6 address by its /64 prefix.
+
+use std::net::{IpAddr, Ipv6Addr};
 
 /// The throttling settings of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +55,60 @@ impl ThrottlePolicy {
     }
 }
 
+/// The name under which failures from `address` are counted.
+///
+/// An IPv4 address counts alone. An IPv6 address counts by its /64 prefix:
+/// RFC 4291 §2.5.4 leaves the low 64 bits of a unicast address to the host
+/// (RFC 8981 even has it change them), so one client holds a whole /64 and
+/// could otherwise rotate through it to escape the limits. An IPv4-mapped
+/// IPv6 address (RFC 4291 §2.5.5.2), as a dual-stack socket reports an IPv4
+/// peer, counts as that IPv4 address.
+pub fn address_group(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX));
+                format!("{prefix}/64")
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn group(text: &str) -> String {
+        address_group(text.parse().unwrap())
+    }
+
+    #[test]
+    fn ipv4_counts_alone() {
+        assert_eq!(group("203.0.113.7"), "203.0.113.7");
+        assert_ne!(group("203.0.113.7"), group("203.0.113.8"));
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64_prefix() {
+        assert_eq!(
+            group("2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            group("2001:db8:1:2::1"),
+            group("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(group("2001:db8:1:2::1"), group("2001:db8:1:3::1"));
+        assert_eq!(group("::1"), "::/64");
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_counts_as_ipv4() {
+        assert_eq!(group("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_ne!(group("::ffff:203.0.113.7"), group("::ffff:203.0.113.8"));
+    }
 
     #[test]
     fn lockouts_grow_and_are_capped() {

@@ -164,8 +164,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Tenant>;
     async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>>;
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
-    async fn set_tenant_lifetimes(&self, tenant: TenantId, lifetimes: Lifetimes)
-    -> StoreResult<()>;
+    /// Stores a tenant's lifetimes and settings, and its branding with its
+    /// version when given, in one transaction: all of it or none.
+    async fn update_tenant(
+        &self,
+        tenant: TenantId,
+        lifetimes: Lifetimes,
+        settings: &TenantSettings,
+        branding: Option<(&Branding, i64)>,
+    ) -> StoreResult<()>;
     async fn set_tenant_settings(
         &self,
         tenant: TenantId,
@@ -273,8 +280,10 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
     ) -> StoreResult<()>;
     async fn list_consents(&self, tenant: TenantId, user_id: &str) -> StoreResult<Vec<Consent>>;
-    /// Removes a consent and revokes every refresh and access token the
-    /// client holds for the user. Returns false if there was no consent.
+    /// Removes a consent, deletes the client's unredeemed authorization codes
+    /// for the user and revokes every refresh and access token the client
+    /// holds for the user, in one transaction. Returns false if there was no
+    /// consent.
     async fn revoke_consent(
         &self,
         tenant: TenantId,

@@ -262,6 +262,31 @@ async fn write_client_settings(
     Ok(())
 }
 
+/// Inserts or replaces a tenant's branding.
+async fn write_branding(
+    conn: &mut <$db as sqlx::Database>::Connection,
+    tenant: TenantId,
+    branding: &Branding,
+    version: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tenant_branding (tenant_id, display_name, accent_color, logo, logo_type, css, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id) DO UPDATE SET \
+         display_name = excluded.display_name, accent_color = excluded.accent_color, logo = excluded.logo, \
+         logo_type = excluded.logo_type, css = excluded.css, version = excluded.version",
+    )
+    .bind(tenant.0)
+    .bind(&branding.display_name)
+    .bind(&branding.accent_color)
+    .bind(branding.logo.as_ref().map(|l| l.bytes.clone()))
+    .bind(branding.logo.as_ref().map(|l| l.content_type))
+    .bind(&branding.css)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn insert_key(
     conn: &mut <$db as sqlx::Database>::Connection,
     tenant: TenantId,
@@ -396,21 +421,32 @@ impl Store for $store {
             .collect()
     }
 
-    async fn set_tenant_lifetimes(
+    async fn update_tenant(
         &self,
         tenant: TenantId,
         lifetimes: Lifetimes,
+        settings: &TenantSettings,
+        branding: Option<(&Branding, i64)>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE tenants SET access_token_ttl = $1, refresh_token_ttl = $2, authorization_code_ttl = $3 \
-             WHERE id = $4",
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE tenants SET access_token_ttl = $1, refresh_token_ttl = $2, authorization_code_ttl = $3, \
+             allow_implicit = $4 WHERE id = $5",
         )
         .bind(lifetimes.access_token)
         .bind(lifetimes.refresh_token)
         .bind(lifetimes.authorization_code)
+        .bind(settings.allow_implicit)
         .bind(tenant.0)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if let Some((branding, version)) = branding {
+            write_branding(&mut tx, tenant, branding, version).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -482,22 +518,8 @@ impl Store for $store {
         branding: &Branding,
         version: i64,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO tenant_branding (tenant_id, display_name, accent_color, logo, logo_type, css, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id) DO UPDATE SET \
-             display_name = excluded.display_name, accent_color = excluded.accent_color, logo = excluded.logo, \
-             logo_type = excluded.logo_type, css = excluded.css, version = excluded.version",
-        )
-        .bind(tenant.0)
-        .bind(&branding.display_name)
-        .bind(&branding.accent_color)
-        .bind(branding.logo.as_ref().map(|l| l.bytes.clone()))
-        .bind(branding.logo.as_ref().map(|l| l.content_type))
-        .bind(&branding.css)
-        .bind(version)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        write_branding(&mut conn, tenant, branding, version).await
     }
 
     async fn rotate_signing_key(
@@ -968,6 +990,19 @@ impl Store for $store {
         let mut tx = self.pool.begin().await?;
         let removed = sqlx::query(
             "DELETE FROM consents WHERE tenant_id = $1 AND user_id = $2 AND client_id = $3",
+        )
+        .bind(tenant.0)
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
+        // RFC 7009 §2.1: withdrawing the grant takes what belongs to it,
+        // including a code not yet redeemed, which must never be exchanged
+        // afterwards. Used codes stay, so that a late replay is still
+        // recognised (RFC 6749 §4.1.2).
+        sqlx::query(
+            "DELETE FROM authorization_codes \
+             WHERE tenant_id = $1 AND user_id = $2 AND client_id = $3 AND used_at IS NULL",
         )
         .bind(tenant.0)
         .bind(user_id)

@@ -310,6 +310,47 @@ impl ClientSettingsArgs {
     }
 }
 
+/// What `client set` can take away: lists emptied, lifetimes back to the
+/// tenant's. Each conflicts with the option that would set the same thing.
+#[derive(Debug, Clone, clap::Args)]
+struct ClientClearArgs {
+    /// Remove every redirect URI.
+    #[arg(long, conflicts_with = "redirect_uris")]
+    clear_redirect_uris: bool,
+    /// Remove every scope.
+    #[arg(long, conflicts_with = "scopes")]
+    clear_scopes: bool,
+    /// Remove every audience: access tokens are then for the tenant's issuer.
+    #[arg(long, conflicts_with = "audiences")]
+    clear_audiences: bool,
+    /// Drop this client's access token lifetime: the tenant's applies.
+    #[arg(long, conflicts_with = "access_token_ttl")]
+    clear_access_token_ttl: bool,
+    /// Drop this client's refresh token lifetime: the tenant's applies.
+    #[arg(long, conflicts_with = "refresh_token_ttl")]
+    clear_refresh_token_ttl: bool,
+}
+
+impl ClientClearArgs {
+    fn apply(self, client: &mut NewClient) {
+        if self.clear_redirect_uris {
+            client.redirect_uris.clear();
+        }
+        if self.clear_scopes {
+            client.scopes.clear();
+        }
+        if self.clear_audiences {
+            client.audiences.clear();
+        }
+        if self.clear_access_token_ttl {
+            client.access_token_ttl = None;
+        }
+        if self.clear_refresh_token_ttl {
+            client.refresh_token_ttl = None;
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum ClientCommand {
     /// Register a client; its secret is printed once and never again.
@@ -336,11 +377,15 @@ enum ClientCommand {
     Set {
         #[arg(long)]
         tenant: String,
+        /// The client's id (it may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long)]
         name: Option<String>,
         #[command(flatten)]
         settings: ClientSettingsArgs,
+        #[command(flatten)]
+        clear: ClientClearArgs,
         #[arg(long)]
         json: bool,
     },
@@ -353,6 +398,8 @@ enum ClientCommand {
     Delete {
         #[arg(long)]
         tenant: String,
+        /// The client's id (it may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
 }
@@ -633,42 +680,35 @@ async fn tenant(state: &AppState, command: TenantCommand) -> Result<()> {
                         format!("cannot read {}", path.display())
                     })?))
                 };
-            let changes = admin::BrandingChanges {
-                display_name,
-                accent_color,
-                logo: read(logo_file, tessera_core::branding::MAX_LOGO_BYTES)?,
-                css: read(css_file, tessera_core::branding::MAX_CSS_BYTES)?,
+            // Every option is checked before anything is stored, so a bad
+            // value changes nothing.
+            let changes = admin::TenantChanges {
+                access_token_ttl,
+                refresh_token_ttl,
+                code_ttl,
+                allow_implicit,
+                branding: admin::BrandingChanges {
+                    display_name,
+                    accent_color,
+                    logo: read(logo_file, tessera_core::branding::MAX_LOGO_BYTES)?,
+                    css: read(css_file, tessera_core::branding::MAX_CSS_BYTES)?,
+                },
             };
-            let branding = if changes.display_name.is_some()
-                || changes.accent_color.is_some()
-                || changes.logo.is_some()
-                || changes.css.is_some()
-            {
-                Some(admin::set_branding(state, &name, changes, now()).await?)
-            } else {
-                None
-            };
-            let lifetimes =
-                admin::set_lifetimes(state, &name, access_token_ttl, refresh_token_ttl, code_ttl)
-                    .await?;
-            let implicit = match allow_implicit {
-                Some(allow) => {
-                    admin::set_allow_implicit(state, &name, allow)
-                        .await?
-                        .allow_implicit
-                }
-                None => admin::tenant(state, &name).await?.settings.allow_implicit,
-            };
-            let settings = json!({
-                "tenant": name,
-                "access_token_ttl": lifetimes.access_token,
-                "refresh_token_ttl": lifetimes.refresh_token,
-                "code_ttl": lifetimes.authorization_code,
-                "allow_implicit": implicit,
-                "display_name": branding.as_ref().and_then(|b| b.display_name.clone()),
-            });
+            let admin::TenantSetup {
+                lifetimes,
+                settings,
+                branding,
+            } = admin::set_tenant(state, &name, changes, now()).await?;
+            let implicit = settings.allow_implicit;
             if json {
-                print_json(&settings);
+                print_json(&json!({
+                    "tenant": name,
+                    "access_token_ttl": lifetimes.access_token,
+                    "refresh_token_ttl": lifetimes.refresh_token,
+                    "code_ttl": lifetimes.authorization_code,
+                    "allow_implicit": implicit,
+                    "display_name": branding.display_name,
+                }));
             } else {
                 println!(
                     "tenant {name}: access tokens {} s, refresh tokens {} s, codes {} s, implicit grant {}",
@@ -797,6 +837,7 @@ async fn client(state: &AppState, command: ClientCommand) -> Result<()> {
             client_id,
             name,
             settings,
+            clear,
             json,
         } => {
             let existing = admin::client(state, &tenant, &client_id).await?;
@@ -805,6 +846,7 @@ async fn client(state: &AppState, command: ClientCommand) -> Result<()> {
                 request.name = name;
             }
             settings.apply(&mut request);
+            clear.apply(&mut request);
             let updated = admin::update_client(state, &tenant, &client_id, request).await?;
             if json {
                 print_json(&client_json(&updated));

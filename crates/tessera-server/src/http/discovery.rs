@@ -21,7 +21,7 @@ struct Metadata {
     jwks_uri: String,
     scopes_supported: Vec<String>,
     response_types_supported: Vec<&'static str>,
-    response_modes_supported: [&'static str; 2],
+    response_modes_supported: Vec<&'static str>,
     grant_types_supported: Vec<&'static str>,
     token_endpoint_auth_methods_supported: [&'static str; 3],
     revocation_endpoint_auth_methods_supported: [&'static str; 3],
@@ -51,10 +51,14 @@ pub async fn metadata(
     };
     // Exactly what this tenant offers: the legacy grants only where enabled.
     let mut response_types_supported = vec!["code"];
+    let mut response_modes_supported = vec!["query"];
     let mut grant_types_supported =
         vec!["authorization_code", "client_credentials", "refresh_token"];
     if tenant.settings.allow_implicit {
         response_types_supported.push("token");
+        // RFC 6749 §4.2.2: only the implicit grant answers in the fragment;
+        // a code comes back in the query (§4.1.2).
+        response_modes_supported.push("fragment");
         grant_types_supported.push("implicit");
     }
     if clients
@@ -72,7 +76,7 @@ pub async fn metadata(
         jwks_uri: format!("{issuer}/jwks"),
         scopes_supported: scopes.iter().map(|s| s.name.to_string()).collect(),
         response_types_supported,
-        response_modes_supported: ["query", "fragment"],
+        response_modes_supported,
         grant_types_supported,
         token_endpoint_auth_methods_supported: [
             "client_secret_basic",

@@ -72,6 +72,94 @@ pub async fn tenant(state: &AppState, name: &str) -> Result<Tenant, AdminError> 
         .ok_or_else(|| AdminError::NotFound(format!("tenant '{name}'")))
 }
 
+/// Changes to a tenant, as `tenant set` gives them; `None` keeps what is
+/// there.
+#[derive(Debug, Default)]
+pub struct TenantChanges {
+    pub access_token_ttl: Option<i64>,
+    pub refresh_token_ttl: Option<i64>,
+    pub code_ttl: Option<i64>,
+    pub allow_implicit: Option<bool>,
+    pub branding: BrandingChanges,
+}
+
+/// Changes to a tenant's look; `None` keeps what is there.
+#[derive(Debug, Default)]
+pub struct BrandingChanges {
+    pub display_name: Option<String>,
+    pub accent_color: Option<String>,
+    pub logo: Option<Vec<u8>>,
+    pub css: Option<Vec<u8>>,
+}
+
+impl BrandingChanges {
+    fn is_empty(&self) -> bool {
+        self.display_name.is_none()
+            && self.accent_color.is_none()
+            && self.logo.is_none()
+            && self.css.is_none()
+    }
+}
+
+/// A tenant's lifetimes, settings and look, as they stand after a change.
+#[derive(Debug)]
+pub struct TenantSetup {
+    pub lifetimes: Lifetimes,
+    pub settings: TenantSettings,
+    pub branding: Branding,
+}
+
+/// Checks every change first and then stores them all in one transaction,
+/// so that a bad value changes nothing.
+pub async fn set_tenant(
+    state: &AppState,
+    tenant_name: &str,
+    changes: TenantChanges,
+    now: UnixTime,
+) -> Result<TenantSetup, AdminError> {
+    let tenant = tenant(state, tenant_name).await?;
+    let lifetimes = changed_lifetimes(
+        tenant.lifetimes,
+        changes.access_token_ttl,
+        changes.refresh_token_ttl,
+        changes.code_ttl,
+    )?;
+    let mut settings = tenant.settings;
+    if let Some(allow) = changes.allow_implicit {
+        settings.allow_implicit = allow;
+    }
+    let mut branding = state.store.branding(tenant.id).await?;
+    let version = if changes.branding.is_empty() {
+        None
+    } else {
+        apply_branding(&mut branding, changes.branding)?;
+        // The version busts browser caches of the logo and stylesheet.
+        Some(
+            now.0.max(
+                state
+                    .store
+                    .branding_summary(tenant.id)
+                    .await?
+                    .map_or(0, |s| s.version + 1),
+            ),
+        )
+    };
+    state
+        .store
+        .update_tenant(
+            tenant.id,
+            lifetimes,
+            &settings,
+            version.map(|version| (&branding, version)),
+        )
+        .await?;
+    Ok(TenantSetup {
+        lifetimes,
+        settings,
+        branding,
+    })
+}
+
 /// Changes a tenant's token lifetimes; `None` keeps the current value.
 pub async fn set_lifetimes(
     state: &AppState,
@@ -81,17 +169,15 @@ pub async fn set_lifetimes(
     authorization_code: Option<i64>,
 ) -> Result<Lifetimes, AdminError> {
     let tenant = tenant(state, tenant_name).await?;
-    let current = tenant.lifetimes;
-    let lifetimes = Lifetimes {
-        access_token: access_token.unwrap_or(current.access_token),
-        refresh_token: refresh_token.unwrap_or(current.refresh_token),
-        authorization_code: authorization_code.unwrap_or(current.authorization_code),
-    }
-    .validate()
-    .map_err(|e| AdminError::Invalid(e.to_owned()))?;
+    let lifetimes = changed_lifetimes(
+        tenant.lifetimes,
+        access_token,
+        refresh_token,
+        authorization_code,
+    )?;
     state
         .store
-        .set_tenant_lifetimes(tenant.id, lifetimes)
+        .update_tenant(tenant.id, lifetimes, &tenant.settings, None)
         .await?;
     Ok(lifetimes)
 }
@@ -112,15 +198,6 @@ pub async fn set_allow_implicit(
     Ok(settings)
 }
 
-/// Changes to a tenant's look; `None` keeps what is there.
-#[derive(Debug, Default)]
-pub struct BrandingChanges {
-    pub display_name: Option<String>,
-    pub accent_color: Option<String>,
-    pub logo: Option<Vec<u8>>,
-    pub css: Option<Vec<u8>>,
-}
-
 /// Validates and stores changes to a tenant's look.
 pub async fn set_branding(
     state: &AppState,
@@ -128,8 +205,31 @@ pub async fn set_branding(
     changes: BrandingChanges,
     now: UnixTime,
 ) -> Result<Branding, AdminError> {
-    let tenant = tenant(state, tenant_name).await?;
-    let mut branding = state.store.branding(tenant.id).await?;
+    let changes = TenantChanges {
+        branding: changes,
+        ..TenantChanges::default()
+    };
+    Ok(set_tenant(state, tenant_name, changes, now).await?.branding)
+}
+
+/// `current` with the given lifetimes replaced, within their ranges.
+fn changed_lifetimes(
+    current: Lifetimes,
+    access_token: Option<i64>,
+    refresh_token: Option<i64>,
+    authorization_code: Option<i64>,
+) -> Result<Lifetimes, AdminError> {
+    Lifetimes {
+        access_token: access_token.unwrap_or(current.access_token),
+        refresh_token: refresh_token.unwrap_or(current.refresh_token),
+        authorization_code: authorization_code.unwrap_or(current.authorization_code),
+    }
+    .validate()
+    .map_err(|e| AdminError::Invalid(e.to_owned()))
+}
+
+/// Validates `changes` and applies them to `branding`.
+fn apply_branding(branding: &mut Branding, changes: BrandingChanges) -> Result<(), AdminError> {
     let invalid = |e: branding::BrandingError| AdminError::Invalid(e.to_string());
     if let Some(name) = changes.display_name {
         branding.display_name = Some(branding::parse_display_name(&name).map_err(invalid)?);
@@ -143,19 +243,7 @@ pub async fn set_branding(
     if let Some(css) = changes.css {
         branding.css = Some(branding::parse_css(css).map_err(invalid)?);
     }
-    // The version busts browser caches of the logo and stylesheet.
-    let version = now.0.max(
-        state
-            .store
-            .branding_summary(tenant.id)
-            .await?
-            .map_or(0, |s| s.version + 1),
-    );
-    state
-        .store
-        .put_branding(tenant.id, &branding, version)
-        .await?;
-    Ok(branding)
+    Ok(())
 }
 
 /// Adds a new signing key. The previous one stays published for as long as a

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use tessera_core::secret::password;
+use tessera_core::throttle;
 use tessera_core::{Tenant, UnixTime, User};
 
 use super::ServiceError;
@@ -29,7 +30,7 @@ pub async fn check_password(
     address: Option<IpAddr>,
     now: UnixTime,
 ) -> Result<Verdict, ServiceError> {
-    let address = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    let address = address.map_or_else(|| "unknown".to_owned(), throttle::address_group);
     let user_key = format!("user:{username}@{address}");
     let address_key = format!("address:{address}");
     for key in [&user_key, &address_key] {

@@ -522,6 +522,224 @@ fn command_line_contract() {
     );
 }
 
+#[tokio::test]
+async fn tenant_set_checks_every_option_before_changing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    json_of(&tessera(d, &["tenant", "create", "acme", "--json"]));
+    let before = json_of(&tessera(d, &["tenant", "set", "acme", "--json"]));
+    // The documented shape, display_name included even when none was given.
+    assert_eq!(
+        before,
+        serde_json::json!({
+            "tenant": "acme",
+            "access_token_ttl": 900,
+            "refresh_token_ttl": 2592000,
+            "code_ttl": 60,
+            "allow_implicit": false,
+            "display_name": null,
+        })
+    );
+
+    // A valid display name and implicit switch with a bad lifetime, and a
+    // valid lifetime with a bad colour: each is refused as a whole.
+    for args in [
+        vec![
+            "tenant",
+            "set",
+            "acme",
+            "--display-name",
+            "Acme Corp",
+            "--allow-implicit",
+            "true",
+            "--access-token-ttl",
+            "5",
+        ],
+        vec![
+            "tenant",
+            "set",
+            "acme",
+            "--access-token-ttl",
+            "300",
+            "--accent-color",
+            "red",
+        ],
+    ] {
+        let output = tessera(d, &args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(!output.stderr.is_empty(), "{args:?} should say why");
+        assert_eq!(
+            json_of(&tessera(d, &["tenant", "set", "acme", "--json"])),
+            before,
+            "{args:?} changed something"
+        );
+    }
+    // Nor was the look stored behind the JSON's back.
+    let store = tessera_store::connect(
+        &format!("sqlite://{}", d.join("tessera.db").display()),
+        &tessera_store::PoolSettings::default(),
+    )
+    .await
+    .unwrap();
+    let tenant = store.tenant_by_name("acme").await.unwrap().unwrap();
+    assert_eq!(store.branding_summary(tenant.id).await.unwrap(), None);
+    drop(store);
+
+    // A good change is applied, and the display name is still reported
+    // by a later call that does not change it.
+    let changed = json_of(&tessera(
+        d,
+        &[
+            "tenant",
+            "set",
+            "acme",
+            "--display-name",
+            "Acme Corp",
+            "--access-token-ttl",
+            "300",
+            "--json",
+        ],
+    ));
+    assert_eq!(changed["display_name"], "Acme Corp");
+    assert_eq!(changed["access_token_ttl"], 300);
+    let later = json_of(&tessera(
+        d,
+        &["tenant", "set", "acme", "--code-ttl", "30", "--json"],
+    ));
+    assert_eq!(later["display_name"], "Acme Corp");
+    assert_eq!(later["access_token_ttl"], 300);
+    assert_eq!(later["code_ttl"], 30);
+}
+
+#[test]
+fn client_set_clears_lists_and_lifetime_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    json_of(&tessera(d, &["tenant", "create", "acme", "--json"]));
+    let created = json_of(&tessera(
+        d,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "svc",
+            "--grant-type",
+            "client_credentials",
+            "--redirect-uri",
+            "https://svc.example/cb",
+            "--scope",
+            "read",
+            "--audience",
+            "https://api.example",
+            "--access-token-ttl",
+            "300",
+            "--refresh-token-ttl",
+            "3600",
+            "--json",
+        ],
+    ));
+    let id = created["client_id"].as_str().unwrap();
+    let set = |args: &[&str]| {
+        let mut all = vec!["client", "set", "--tenant", "acme", id];
+        all.extend_from_slice(args);
+        tessera(d, &all)
+    };
+
+    // One at a time, the others stay.
+    let cleared = json_of(&set(&["--clear-audiences", "--json"]));
+    assert_eq!(cleared["audiences"], serde_json::json!([]));
+    assert_eq!(cleared["scopes"], serde_json::json!(["read"]));
+    assert_eq!(cleared["access_token_ttl"], 300);
+    let cleared = json_of(&set(&["--clear-access-token-ttl", "--json"]));
+    assert_eq!(cleared["access_token_ttl"], Value::Null);
+    assert_eq!(cleared["refresh_token_ttl"], 3600);
+    assert_eq!(
+        cleared["redirect_uris"],
+        serde_json::json!(["https://svc.example/cb"])
+    );
+
+    let cleared = json_of(&set(&[
+        "--clear-redirect-uris",
+        "--clear-scopes",
+        "--clear-refresh-token-ttl",
+        "--json",
+    ]));
+    assert_eq!(cleared["redirect_uris"], serde_json::json!([]));
+    assert_eq!(cleared["scopes"], serde_json::json!([]));
+    assert_eq!(cleared["refresh_token_ttl"], Value::Null);
+    assert_eq!(
+        cleared["grant_types"],
+        serde_json::json!(["client_credentials"])
+    );
+    let listed = json_of(&tessera(
+        d,
+        &["client", "list", "--tenant", "acme", "--json"],
+    ));
+    assert_eq!(listed[0], cleared, "stored as printed");
+
+    // Clearing and setting the same thing at once is a usage error.
+    for args in [
+        ["--clear-scopes", "--scope", "read"],
+        ["--clear-access-token-ttl", "--access-token-ttl", "300"],
+    ] {
+        let output = set(&args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("cannot be used with"),
+            "{args:?}"
+        );
+    }
+    // A generated id may begin with `-`: it is still taken as the id.
+    let output = tessera(
+        d,
+        &[
+            "client",
+            "set",
+            "--tenant",
+            "acme",
+            "-aB3_x",
+            "--clear-scopes",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("client '-aB3_x' not found"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The client's rules still hold: a redirecting client keeps a redirect URI.
+    let web = json_of(&tessera(
+        d,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "web",
+            "--type",
+            "web",
+            "--redirect-uri",
+            "https://web.example/cb",
+            "--json",
+        ],
+    ));
+    let output = tessera(
+        d,
+        &[
+            "client",
+            "set",
+            "--tenant",
+            "acme",
+            web["client_id"].as_str().unwrap(),
+            "--clear-redirect-uris",
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--redirect-uri"));
+}
+
 struct Server {
     child: Child,
     base_url: String,

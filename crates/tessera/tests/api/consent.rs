@@ -278,3 +278,39 @@ async fn account_page_lists_and_revokes_applications_and_logs_out() {
         "signed out"
     );
 }
+
+#[tokio::test]
+async fn revoking_on_the_account_page_voids_a_code_not_yet_redeemed() {
+    let (app, web) = acme(true).await;
+    let account = format!("{}/account", app.issuer("acme"));
+    // The browser flow leaves a session, so the account page is signed in.
+    let (verifier, challenge) = pkce_pair();
+    let code = obtain_code(&app, &web, &challenge, "read").await;
+    let html = app
+        .browser
+        .get(&account)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let revoked = app
+        .browser
+        .post(format!("{account}/revoke"))
+        .form(&[
+            ("csrf", hidden_field(&html, "csrf").as_str()),
+            ("client_id", web.id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 303);
+
+    let redeemed = redeem_public(&app, &web, &code, &verifier).await;
+    assert_eq!(redeemed.status(), 400);
+    assert_eq!(
+        redeemed.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+}

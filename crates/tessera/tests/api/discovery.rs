@@ -57,6 +57,38 @@ async fn metadata_lists_exactly_what_the_tenant_supports() {
 }
 
 #[tokio::test]
+async fn response_modes_list_the_fragment_only_with_the_implicit_grant() {
+    let app = spawn_app().await;
+    app.create_tenant("acme").await;
+    let url = format!(
+        "{}/.well-known/oauth-authorization-server",
+        app.issuer("acme")
+    );
+    let modes = || async {
+        let metadata: Value = app
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        metadata["response_modes_supported"].clone()
+    };
+    // Codes come back in the query; nothing comes back in the fragment.
+    assert_eq!(modes().await, serde_json::json!(["query"]));
+    tessera_server::service::admin::set_allow_implicit(&app.state, "acme", true)
+        .await
+        .unwrap();
+    assert_eq!(modes().await, serde_json::json!(["query", "fragment"]));
+    tessera_server::service::admin::set_allow_implicit(&app.state, "acme", false)
+        .await
+        .unwrap();
+    assert_eq!(modes().await, serde_json::json!(["query"]));
+}
+
+#[tokio::test]
 async fn jwks_publishes_one_es256_key_without_private_parts() {
     let app = spawn_app().await;
     app.create_tenant("acme").await;

@@ -121,14 +121,27 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like `spawn_app`, but the server believes it is reachable at `public_url`.
 pub async fn spawn_app_with_public_url(public_url: &str) -> TestApp {
-    spawn(ServerConfig::default(), Some(public_url)).await
+    spawn(ServerConfig::default(), Some(public_url), |_| {}).await
 }
 
 pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
-    spawn(config, None).await
+    spawn(config, None, |_| {}).await
 }
 
-async fn spawn(config: ServerConfig, public_url: Option<&str>) -> TestApp {
+/// Like `spawn_app`, but as `serve --trust-forwarded-for` runs behind a
+/// proxy: the client address is the last `X-Forwarded-For` entry.
+pub async fn spawn_app_behind_proxy() -> TestApp {
+    spawn(ServerConfig::default(), None, |state| {
+        state.trust_forwarded_for = true;
+    })
+    .await
+}
+
+async fn spawn(
+    config: ServerConfig,
+    public_url: Option<&str>,
+    configure: impl FnOnce(&mut AppState),
+) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("debug")
@@ -142,9 +155,10 @@ async fn spawn(config: ServerConfig, public_url: Option<&str>) -> TestApp {
     let store = tessera_store::connect(&database.url, &pool).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::new(store, public_url.unwrap_or(&base_url))
+    let mut state = AppState::new(store, public_url.unwrap_or(&base_url))
         .await
         .unwrap();
+    configure(&mut state);
     let router = tessera_server::router(state.clone(), &config);
     tokio::spawn(async move {
         tessera_server::serve(listener, router, &config, std::future::pending()).await

@@ -49,6 +49,30 @@ async fn grant(
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// Like `grant`, through a proxy that reports the client at `address`.
+async fn grant_from(
+    app: &TestApp,
+    client: &TestClient,
+    address: &str,
+    username: &str,
+    password: &str,
+) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.token_url("acme"))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .header("x-forwarded-for", format!("198.51.100.1, {address}"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
 #[tokio::test]
 async fn password_grant_for_registered_clients_only() {
     let app = spawn_app().await;
@@ -183,4 +207,43 @@ async fn the_login_form_is_throttled_too() {
         }
     }
     assert_eq!(last, 429);
+}
+
+#[tokio::test]
+async fn an_ipv6_client_is_throttled_by_its_64_prefix() {
+    let app = spawn_app_behind_proxy().await;
+    app.create_tenant("acme").await;
+    app.create_user("acme", "alice", "wonderland").await;
+    let client = password_client(&app).await;
+    const THROTTLED: &str = "too many failed attempts; try again later";
+
+    // Five guesses, each from another address of the same /64.
+    for host in 1..=5 {
+        let address = format!("2001:db8:1:2::{host}");
+        let (_, body) = grant_from(&app, &client, &address, "alice", "guess").await;
+        assert_eq!(
+            body["error_description"], "the username or password is incorrect",
+            "{address}"
+        );
+    }
+    // Yet another address of that /64 is locked out with the rest of it.
+    let (status, body) =
+        grant_from(&app, &client, "2001:db8:1:2:ffff::6", "alice", "wonderland").await;
+    assert_eq!(
+        (status, body["error_description"].as_str()),
+        (400, Some(THROTTLED))
+    );
+    // The next /64 is someone else.
+    let (status, body) = grant_from(&app, &client, "2001:db8:1:3::1", "alice", "wonderland").await;
+    assert_eq!(status, 200, "{body}");
+
+    // An IPv4-mapped IPv6 address is that IPv4 address.
+    for _ in 0..5 {
+        grant_from(&app, &client, "::ffff:203.0.113.9", "alice", "guess").await;
+    }
+    let (_, body) = grant_from(&app, &client, "203.0.113.9", "alice", "wonderland").await;
+    assert_eq!(body["error_description"], THROTTLED);
+    // IPv4 addresses still count one by one.
+    let (status, body) = grant_from(&app, &client, "203.0.113.10", "alice", "wonderland").await;
+    assert_eq!(status, 200, "{body}");
 }
