@@ -29,8 +29,18 @@ pub enum TokenError {
 
 impl TokenError {
     /// The response for this refusal; `realm` names the protected resource.
+    /// Characters a quoted-string cannot carry as they are (control
+    /// characters, quotes, backslashes) are left out of the challenge, so it
+    /// is always sent; [`ValidatorBuilder::discover`] refuses such a realm.
+    ///
+    /// [`ValidatorBuilder::discover`]: crate::ValidatorBuilder::discover
     pub fn response(&self, realm: &str) -> Response {
-        let quoted = |value: &str| value.replace(['\\', '"'], "");
+        let quoted = |value: &str| {
+            value
+                .chars()
+                .filter(|c| !c.is_control() && !matches!(c, '\\' | '"'))
+                .collect::<String>()
+        };
         let realm = quoted(realm);
         let (status, challenge) = match self {
             TokenError::Missing => (
@@ -69,11 +79,13 @@ impl TokenError {
             }
         };
         let mut response = status.into_response();
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
+        // RFC 9110 §15.5.2: a 401 must carry a challenge. After the filtering
+        // above the fallback is never needed, but a bare one beats none.
+        let value = HeaderValue::from_str(&challenge)
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
         response
     }
 }
@@ -87,4 +99,7 @@ pub enum SetupError {
     Metadata(String),
     #[error("the issuer's metadata lacks {0}")]
     MissingEndpoint(&'static str),
+    /// The realm cannot be sent in a `WWW-Authenticate` quoted-string.
+    #[error("invalid realm: {0}")]
+    InvalidRealm(&'static str),
 }

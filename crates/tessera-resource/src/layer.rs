@@ -9,7 +9,7 @@ use axum::extract::{FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use http::request::Parts;
-use http::{StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use tower::{Layer, Service};
 
 use crate::{AccessToken, TokenError, Validator};
@@ -33,14 +33,7 @@ pub fn bearer_token(parts: &Parts, allow_query: bool) -> Result<String, TokenErr
             match value.split_once(' ') {
                 Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
                     let token = token.trim();
-                    // RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-                    let body = token.trim_end_matches('=');
-                    let valid = !body.is_empty()
-                        && body.bytes().all(|b| {
-                            b.is_ascii_alphanumeric()
-                                || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-                        });
-                    if !valid {
+                    if !is_b64token(token) {
                         return Err(TokenError::Malformed("the bearer token is not a b64token"));
                     }
                     Some(token.to_owned())
@@ -55,13 +48,26 @@ pub fn bearer_token(parts: &Parts, allow_query: bool) -> Result<String, TokenErr
         _ => return Err(TokenError::Malformed("more than one Authorization header")),
     };
     let query = if allow_query {
-        parts
-            .uri
-            .query()
-            .into_iter()
-            .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()))
-            .find(|(name, _)| name == "access_token")
-            .map(|(_, value)| value.into_owned())
+        let mut values = query_tokens(&parts.uri);
+        match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => {
+                return Err(TokenError::Malformed(
+                    "more than one access_token parameter",
+                ));
+            }
+            // RFC 6750 §2.3: the parameter carries the same b64token as the
+            // header (§2.1), so an empty or ill-formed one is malformed too.
+            (Some(token), None) if token.is_empty() => {
+                return Err(TokenError::Malformed("the access_token parameter is empty"));
+            }
+            (Some(token), None) if !is_b64token(&token) => {
+                return Err(TokenError::Malformed(
+                    "the access_token parameter is not a b64token",
+                ));
+            }
+            (Some(token), None) => Some(token),
+        }
     } else {
         None
     };
@@ -69,6 +75,45 @@ pub fn bearer_token(parts: &Parts, allow_query: bool) -> Result<String, TokenErr
         (Some(_), Some(_)) => Err(TokenError::Malformed("the token is sent more than one way")),
         (Some(token), None) | (None, Some(token)) => Ok(token),
         (None, None) => Err(TokenError::Missing),
+    }
+}
+
+/// RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// The values of the `access_token` query parameter, decoded.
+fn query_tokens(uri: &http::Uri) -> impl Iterator<Item = String> + '_ {
+    uri.query()
+        .into_iter()
+        .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()))
+        .filter(|(name, _)| name == "access_token")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// RFC 6750 §2.3: the response to a request with the token in its URI
+/// should be `Cache-Control: private`, so that no shared cache keeps it. A
+/// response that is already private or `no-store` is left as it is.
+fn mark_private(response: &mut Response) {
+    let private = response
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|directive| {
+            let name = directive.split('=').next().unwrap_or("").trim();
+            name.eq_ignore_ascii_case("private") || name.eq_ignore_ascii_case("no-store")
+        });
+    if !private {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
 }
 
@@ -128,18 +173,24 @@ where
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
             let realm = validator.realm().to_owned();
-            let outcome = match bearer_token(&parts, validator.allow_query_token()) {
+            let allow_query = validator.allow_query_token();
+            let token_in_uri = allow_query && query_tokens(&parts.uri).next().is_some();
+            let outcome = match bearer_token(&parts, allow_query) {
                 Ok(token) => validator.validate(&token).await,
                 Err(error) => Err(error),
             };
-            match outcome {
+            let mut response = match outcome {
                 Ok(token) => {
                     parts.extensions.insert(token);
                     parts.extensions.insert(Realm(realm));
-                    inner.call(Request::from_parts(parts, body)).await
+                    inner.call(Request::from_parts(parts, body)).await?
                 }
-                Err(error) => Ok(error.response(&realm)),
+                Err(error) => error.response(&realm),
+            };
+            if token_in_uri {
+                mark_private(&mut response);
             }
+            Ok(response)
         })
     }
 }

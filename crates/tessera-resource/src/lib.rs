@@ -5,9 +5,11 @@
 //! JWT access tokens, and depends on nothing of the Tessera server.
 //!
 //! - **Local validation** (the default): the issuer's `jwks_uri` is found in its
-//!   metadata (RFC 8414), keys are cached, an unknown `kid` triggers a refetch
-//!   (rate-limited), and each token's signature (asymmetric algorithms only),
-//!   `typ` (`at+jwt`), `iss`, `aud`, `exp` and `nbf` are checked.
+//!   metadata (RFC 8414), signature keys are cached and refreshed in the
+//!   background once old, an unknown `kid` (or, for a token without one, no
+//!   key that verifies it) triggers a refetch (rate-limited), and each
+//!   token's signature (asymmetric algorithms only), `typ` (`at+jwt`), `iss`,
+//!   `aud`, `exp` and `nbf` are checked.
 //! - **Introspection** (RFC 7662), for opaque tokens or immediate revocation,
 //!   with a short, bounded cache of positive answers.
 //! - **axum/tower**: [`BearerLayer`] validates, the [`AccessToken`] extractor

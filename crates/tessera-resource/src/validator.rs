@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -26,6 +26,13 @@ pub const DEFAULT_ALGORITHMS: &[Algorithm] = &[
     Algorithm::PS512,
     Algorithm::EdDSA,
 ];
+
+/// The longest one request to the issuer may take. It is also the grace
+/// past `max_jwks_age` during which requests are still served from the old
+/// keys while a refresh runs in the background; after it, a request waits
+/// for the refresh, so a withdrawn key is refused at most `max_jwks_age`
+/// plus one fetch after the keys were fetched.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Validates access tokens for one resource (one audience) of one issuer.
 /// Cheap to clone; clones share their caches.
@@ -59,26 +66,164 @@ struct LocalConfig {
     /// withdrawn stops being accepted.
     max_age: Duration,
     keys: RwLock<KeyCache>,
-    refetch: tokio::sync::Mutex<()>,
+    /// Held by whoever fetches the JWKS: at most one fetch is in flight.
+    /// Shared with the background refresh task, hence the `Arc`.
+    refetch: Arc<tokio::sync::Mutex<()>>,
     fetches: std::sync::atomic::AtomicU64,
+}
+
+/// A verification key from the issuer's JWKS.
+struct CachedKey {
+    /// Absent when the JWKS names none (RFC 7517 §4.5 makes `kid` optional).
+    kid: Option<String>,
+    key: DecodingKey,
+    /// The algorithm the JWKS binds the key to, if it names one.
+    alg: Option<Algorithm>,
+    kind: KeyKind,
+}
+
+impl CachedKey {
+    /// Whether this key may verify a signature made with `alg`.
+    fn fits(&self, alg: Algorithm) -> bool {
+        self.kind.verifies(alg) && self.alg.is_none_or(|own| own == alg)
+    }
+}
+
+/// The key types and curves a signature can be checked with here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
+}
+
+impl KeyKind {
+    fn of(params: &AlgorithmParameters) -> Option<KeyKind> {
+        match params {
+            AlgorithmParameters::RSA(_) => Some(KeyKind::Rsa),
+            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                EllipticCurve::P256 => Some(KeyKind::P256),
+                EllipticCurve::P384 => Some(KeyKind::P384),
+                _ => None,
+            },
+            AlgorithmParameters::OctetKeyPair(okp) => {
+                (okp.curve == EllipticCurve::Ed25519).then_some(KeyKind::Ed25519)
+            }
+            // Symmetric keys are never used (see DEFAULT_ALGORITHMS).
+            AlgorithmParameters::OctetKey(_) => None,
+        }
+    }
+
+    fn verifies(self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        match self {
+            KeyKind::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+            KeyKind::P256 => alg == ES256,
+            KeyKind::P384 => alg == ES384,
+            KeyKind::Ed25519 => alg == EdDSA,
+        }
+    }
 }
 
 #[derive(Default)]
 struct KeyCache {
-    keys: HashMap<String, (DecodingKey, Option<Algorithm>)>,
+    keys: Vec<Arc<CachedKey>>,
     /// The last successful fetch.
     fetched_at: Option<Instant>,
     /// The last attempt, successful or not.
     attempted_at: Option<Instant>,
+    /// Whether the last attempt failed: an unknown key is then a question
+    /// for an issuer we cannot reach (503), not proof of a bad token (401).
+    last_failed: bool,
+    /// Counts successful fetches, so that a request which waited for
+    /// another's fetch sees that the keys have changed meanwhile.
+    generation: u64,
+}
+
+/// What a cache lookup found for a token's `kid` and `alg`.
+enum Lookup {
+    Found(Vec<Arc<CachedKey>>),
+    /// The named key exists but is for another algorithm or key type.
+    Mismatch,
+    Unknown,
+}
+
+/// Whether the keys are refetched because of their age.
+#[derive(Debug, PartialEq, Eq)]
+enum Refresh {
+    No,
+    /// Serve from the cache while a task refetches.
+    Background,
+    /// Wait for the refetch before answering.
+    Blocking,
 }
 
 impl KeyCache {
-    fn attempted_within(&self, interval: Duration) -> bool {
-        self.attempted_at.is_some_and(|at| at.elapsed() < interval)
+    fn attempted_within(&self, interval: Duration, now: Instant) -> bool {
+        self.attempted_at
+            .is_some_and(|at| now.saturating_duration_since(at) < interval)
     }
 
-    fn older_than(&self, age: Duration) -> bool {
-        self.fetched_at.is_none_or(|at| at.elapsed() >= age)
+    fn refresh(&self, now: Instant, max_age: Duration, min_interval: Duration) -> Refresh {
+        refresh_plan(
+            self.fetched_at.map(|at| now.saturating_duration_since(at)),
+            self.attempted_within(min_interval, now),
+            self.last_failed,
+            max_age,
+        )
+    }
+
+    /// The keys that may have signed a token with this `kid` and `alg`.
+    /// RFC 7515 §4.1.4: `kid` is optional. A token that names one is checked
+    /// with that key only; a token without one with every key that fits its
+    /// algorithm, with or without a kid of its own.
+    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Lookup {
+        let named: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|key| kid.is_none() || key.kid.as_deref() == kid)
+            .collect();
+        if named.is_empty() {
+            return Lookup::Unknown;
+        }
+        let fitting: Vec<_> = named
+            .into_iter()
+            .filter(|key| key.fits(alg))
+            .cloned()
+            .collect();
+        match (fitting.is_empty(), kid) {
+            (false, _) => Lookup::Found(fitting),
+            (true, Some(_)) => Lookup::Mismatch,
+            // No key for its algorithm: perhaps one published since.
+            (true, None) => Lookup::Unknown,
+        }
+    }
+}
+
+/// Whether keys `age` old (`None`: never fetched) need refetching. Within
+/// `max_age` they are trusted. Past it they are refreshed in the background,
+/// unless a refetch was attempted within the minimum interval. Past
+/// `max_age` plus [`FETCH_TIMEOUT`] (no request came along in time to
+/// refresh them in the background), the request waits, except when the last
+/// attempt failed: waiting for an issuer that is down gains nothing, as the
+/// keys are kept anyway.
+fn refresh_plan(
+    age: Option<Duration>,
+    attempted_recently: bool,
+    last_failed: bool,
+    max_age: Duration,
+) -> Refresh {
+    // Never fetched: the unknown-key path fetches.
+    let Some(age) = age else {
+        return Refresh::No;
+    };
+    if age < max_age || attempted_recently {
+        Refresh::No
+    } else if age >= max_age.saturating_add(FETCH_TIMEOUT) && !last_failed {
+        Refresh::Blocking
+    } else {
+        Refresh::Background
     }
 }
 
@@ -97,6 +242,12 @@ struct Metadata {
     issuer: String,
     jwks_uri: Option<String>,
     introspection_endpoint: Option<String>,
+}
+
+/// A JWKS with its keys left unparsed, so that each is parsed on its own.
+#[derive(Deserialize)]
+struct RawJwkSet {
+    keys: Vec<serde_json::Value>,
 }
 
 /// Settings of a [`Validator`], with sensible defaults.
@@ -175,87 +326,166 @@ impl Validator {
         if !local.algorithms.contains(&header.alg) {
             return Err(TokenError::Invalid("algorithm not allowed"));
         }
-        let kid = header.kid.ok_or(TokenError::Invalid("no key id"))?;
-        let (key, key_alg) = self.key(local, &kid).await?;
-        // The key's own algorithm, when the JWKS names one, must be the token's.
-        if key_alg.is_some_and(|alg| alg != header.alg) {
-            return Err(TokenError::Invalid("algorithm does not match the key"));
+        let kid = header.kid.as_deref();
+        self.refresh_if_old(local).await;
+        // At most one refetch per request, for a key the cache lacks.
+        let mut refetched = false;
+        loop {
+            let (found, generation) = {
+                let cache = local.keys.read().map_err(|_| TokenError::Unavailable)?;
+                (cache.lookup(kid, header.alg), cache.generation)
+            };
+            let keys = match found {
+                Lookup::Found(keys) => keys,
+                Lookup::Mismatch => {
+                    return Err(TokenError::Invalid("algorithm does not match the key"));
+                }
+                Lookup::Unknown if refetched => return Err(TokenError::Invalid("unknown key")),
+                Lookup::Unknown => {
+                    self.refetch(local, generation).await?;
+                    refetched = true;
+                    continue;
+                }
+            };
+            if let Some(outcome) = self.verify(local, token, header.alg, &keys) {
+                return outcome;
+            }
+            // No key verifies. With a kid the named key has answered; without
+            // one, the signer may be a key published since the last fetch.
+            if kid.is_some() || refetched {
+                return Err(TokenError::Invalid("bad signature"));
+            }
+            match self.refetch(local, generation).await {
+                Err(TokenError::Invalid(_)) => return Err(TokenError::Invalid("bad signature")),
+                other => other?,
+            }
+            refetched = true;
         }
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = vec![header.alg];
+    }
+
+    /// Checks the token's signature with each candidate key in turn, then its
+    /// claims. `None` when no key's signature matches.
+    fn verify(
+        &self,
+        local: &LocalConfig,
+        token: &str,
+        alg: Algorithm,
+        keys: &[Arc<CachedKey>],
+    ) -> Option<Result<AccessToken, TokenError>> {
+        use jsonwebtoken::errors::ErrorKind;
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
         validation.leeway = local.leeway;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.inner.issuer]);
         validation.set_audience(&[&self.inner.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            token,
-            &key,
-            &validation,
-        )
-        .map_err(|error| {
-            use jsonwebtoken::errors::ErrorKind;
-            TokenError::Invalid(match error.kind() {
+        for key in keys {
+            // The signature is checked before the claims, so any error but
+            // these means the key did sign the token.
+            let error = match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                token,
+                &key.key,
+                &validation,
+            ) {
+                Ok(data) => {
+                    return Some(
+                        AccessToken::from_claims(data.claims)
+                            .ok_or(TokenError::Invalid("missing claims")),
+                    );
+                }
+                Err(error) => error,
+            };
+            let description = match error.kind() {
+                ErrorKind::InvalidSignature
+                | ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidEcdsaKey
+                | ErrorKind::InvalidEddsaKey
+                | ErrorKind::InvalidRsaKey(_)
+                | ErrorKind::InvalidKeyFormat => continue,
                 ErrorKind::ExpiredSignature => "expired",
                 ErrorKind::ImmatureSignature => "not yet valid",
                 ErrorKind::InvalidIssuer => "wrong issuer",
                 ErrorKind::InvalidAudience => "wrong audience",
-                ErrorKind::InvalidSignature => "bad signature",
                 _ => "invalid token",
-            })
-        })?;
-        AccessToken::from_claims(data.claims).ok_or(TokenError::Invalid("missing claims"))
+            };
+            return Some(Err(TokenError::Invalid(description)));
+        }
+        None
     }
 
-    /// The key `kid`. An unknown kid triggers a refetch, at most once per
-    /// `min_refresh_interval`; keys older than `max_age` are refetched too,
-    /// and kept if the issuer cannot be reached.
-    async fn key(
-        &self,
-        local: &LocalConfig,
-        kid: &str,
-    ) -> Result<(DecodingKey, Option<Algorithm>), TokenError> {
-        let (found, stale) = {
-            let keys = local.keys.read().map_err(|_| TokenError::Unavailable)?;
-            let stale = keys.older_than(local.max_age)
-                && !keys.attempted_within(local.min_refresh_interval);
-            (keys.keys.get(kid).cloned(), stale)
+    /// Refetches keys that are past `max_age`: in the background at first, so
+    /// that no request waits for the issuer; a request that finds them older
+    /// than `max_age` plus one fetch (after a quiet spell) waits, so that a
+    /// withdrawn key is not accepted for longer.
+    async fn refresh_if_old(&self, local: &LocalConfig) {
+        let plan = match local.keys.read() {
+            Ok(cache) => cache.refresh(Instant::now(), local.max_age, local.min_refresh_interval),
+            Err(_) => return,
         };
-        if let Some(found) = found {
-            if !stale {
-                return Ok(found);
+        match plan {
+            Refresh::No => {}
+            Refresh::Background => self.refresh_in_background(local),
+            Refresh::Blocking => {
+                // Waits for a refresh already in flight, if any.
+                let _refetching = local.refetch.lock().await;
+                let still = local.keys.read().is_ok_and(|cache| {
+                    cache.refresh(Instant::now(), local.max_age, local.min_refresh_interval)
+                        == Refresh::Blocking
+                });
+                if still {
+                    // A failure keeps the old keys, so it is no reason to refuse.
+                    let _ = self.fetch_jwks(local).await;
+                }
             }
-            // One request refreshes; the others meanwhile use the cached key.
-            let Ok(_refetching) = local.refetch.try_lock() else {
-                return Ok(found);
+        }
+    }
+
+    /// Starts a refresh in a task of its own, unless one is in flight.
+    fn refresh_in_background(&self, local: &LocalConfig) {
+        let Ok(refetching) = local.refetch.clone().try_lock_owned() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let validator = self.clone();
+        runtime.spawn(async move {
+            let _refetching = refetching;
+            let Mode::Local(local) = &validator.inner.mode else {
+                return;
             };
-            if self.fetch_jwks(local).await.is_err() {
-                return Ok(found);
+            // Another fetch may have completed just before the lock was taken.
+            let needed = local.keys.read().is_ok_and(|cache| {
+                cache.refresh(Instant::now(), local.max_age, local.min_refresh_interval)
+                    != Refresh::No
+            });
+            if needed {
+                let _ = validator.fetch_jwks(local).await;
             }
-            let keys = local.keys.read().map_err(|_| TokenError::Unavailable)?;
-            return keys
-                .keys
-                .get(kid)
-                .cloned()
-                .ok_or(TokenError::Invalid("unknown key"));
-        }
+        });
+    }
+
+    /// Fetches the JWKS for a key the cache lacks, at most once per
+    /// `min_refresh_interval`. Returns at once if the keys changed since the
+    /// caller looked (generation `seen`): another request has just fetched.
+    async fn refetch(&self, local: &LocalConfig, seen: u64) -> Result<(), TokenError> {
         let _refetching = local.refetch.lock().await;
-        // Someone else may have fetched while we waited.
         {
-            let keys = local.keys.read().map_err(|_| TokenError::Unavailable)?;
-            if let Some(found) = keys.keys.get(kid) {
-                return Ok(found.clone());
+            let cache = local.keys.read().map_err(|_| TokenError::Unavailable)?;
+            if cache.generation != seen {
+                return Ok(());
             }
-            if keys.attempted_within(local.min_refresh_interval) {
-                return Err(TokenError::Invalid("unknown key"));
+            if cache.attempted_within(local.min_refresh_interval, Instant::now()) {
+                // The key may well exist: the issuer just could not be asked.
+                return Err(if cache.last_failed {
+                    TokenError::Unavailable
+                } else {
+                    TokenError::Invalid("unknown key")
+                });
             }
         }
-        self.fetch_jwks(local).await?;
-        let keys = local.keys.read().map_err(|_| TokenError::Unavailable)?;
-        keys.keys
-            .get(kid)
-            .cloned()
-            .ok_or(TokenError::Invalid("unknown key"))
+        self.fetch_jwks(local).await
     }
 
     async fn fetch_jwks(&self, local: &LocalConfig) -> Result<(), TokenError> {
@@ -267,33 +497,24 @@ impl Validator {
             response
                 .error_for_status()
                 .ok()?
-                .json::<JwkSet>()
+                .json::<RawJwkSet>()
                 .await
                 .ok()
         }
         .await;
+        let keys = fetched.map(|set| usable_keys(set.keys));
         let mut cache = local.keys.write().map_err(|_| TokenError::Unavailable)?;
-        cache.attempted_at = Some(Instant::now());
-        let Some(set) = fetched else {
+        let now = Instant::now();
+        cache.attempted_at = Some(now);
+        let Some(keys) = keys else {
+            cache.last_failed = true;
             tracing::warn!(jwks_uri = %local.jwks_uri, "fetching the JWKS failed");
             return Err(TokenError::Unavailable);
         };
-        cache.fetched_at = cache.attempted_at;
-        cache.keys = set
-            .keys
-            .iter()
-            .filter(|jwk| !matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)))
-            .filter_map(|jwk| {
-                let kid = jwk.common.key_id.clone()?;
-                let key = DecodingKey::from_jwk(jwk).ok()?;
-                // A key for something other than signing (RSA1_5, ...) is skipped.
-                let alg = match jwk.common.key_algorithm {
-                    Some(alg) => Some(alg.to_string().parse::<Algorithm>().ok()?),
-                    None => None,
-                };
-                Some((kid, (key, alg)))
-            })
-            .collect();
+        cache.last_failed = false;
+        cache.fetched_at = Some(now);
+        cache.generation += 1;
+        cache.keys = keys;
         Ok(())
     }
 
@@ -357,11 +578,18 @@ impl Validator {
             return Err(TokenError::Invalid("wrong audience"));
         }
         let token =
-            AccessToken::from_claims(answer).ok_or(TokenError::Invalid("missing claims"))?;
-        let now_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let lifetime = Duration::from_secs(u64::try_from(token.expires_at - now_unix).unwrap_or(0));
+            AccessToken::from_introspection(answer).ok_or(TokenError::Invalid("missing claims"))?;
+        // Without `exp` (optional, RFC 7662 §2.2) the answer is reused for the
+        // TTL only.
+        let lifetime = match token.expires_at {
+            Some(expires_at) => {
+                let now_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                Duration::from_secs(u64::try_from(expires_at - now_unix).unwrap_or(0))
+            }
+            None => remote.ttl,
+        };
         if let Ok(mut cache) = remote.cache.lock() {
             if cache.len() >= remote.max_entries {
                 let now = Instant::now();
@@ -379,6 +607,65 @@ impl Validator {
     }
 }
 
+/// The keys of a JWKS that can verify signatures here. Each key is parsed
+/// on its own: one of a type or curve not supported here (X25519, Ed448,
+/// secp256k1, a new `kty`) must not hide the others.
+fn usable_keys(raw: Vec<serde_json::Value>) -> Vec<Arc<CachedKey>> {
+    let total = raw.len();
+    let keys: Vec<_> = raw
+        .into_iter()
+        .filter_map(|value| usable_key(&serde_json::from_value(value).ok()?))
+        .map(Arc::new)
+        .collect();
+    if keys.len() < total {
+        tracing::debug!(
+            skipped = total - keys.len(),
+            "JWKS keys skipped: not signature keys of a supported type"
+        );
+    }
+    keys
+}
+
+fn usable_key(jwk: &Jwk) -> Option<CachedKey> {
+    // RFC 7517 §4.2: a key published for encryption (or anything but
+    // signatures) is not for verifying them.
+    if jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|usage| *usage != PublicKeyUse::Signature)
+    {
+        return None;
+    }
+    // RFC 7517 §4.3: when `key_ops` is present, it must allow "verify".
+    if jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+    {
+        return None;
+    }
+    let kind = KeyKind::of(&jwk.algorithm)?;
+    // A key bound to an algorithm not for signatures (RSA-OAEP, ...) or not
+    // for its own type is skipped.
+    let alg = match jwk.common.key_algorithm {
+        Some(alg) => Some(
+            alg.to_string()
+                .parse::<Algorithm>()
+                .ok()
+                .filter(|alg| kind.verifies(*alg))?,
+        ),
+        None => None,
+    };
+    Some(CachedKey {
+        kid: jwk.common.key_id.clone(),
+        key: DecodingKey::from_jwk(jwk).ok()?,
+        alg,
+        kind,
+    })
+}
+
 /// RFC 6749 §2.3.1: client credentials are form-urlencoded before Basic.
 fn form_encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
@@ -386,6 +673,8 @@ fn form_encode(value: &str) -> String {
 
 impl ValidatorBuilder {
     /// The realm of `WWW-Authenticate` challenges (default: the audience).
+    /// [`discover`](Self::discover) refuses a realm with control characters,
+    /// quotes or backslashes.
     pub fn realm(mut self, realm: impl Into<String>) -> Self {
         self.realm = Some(realm.into());
         self
@@ -417,8 +706,12 @@ impl ValidatorBuilder {
     }
 
     /// How long fetched keys are trusted before the JWKS is fetched again
-    /// (default 10 minutes): a key the issuer withdraws is refused after at
-    /// most this long. If the issuer is unreachable then, the keys are kept.
+    /// (default 10 minutes). The refetch runs in the background while
+    /// requests are served from the old keys; a request that finds the keys
+    /// older than this plus the 10 s fetch timeout waits for it instead. So a
+    /// key the issuer withdraws is refused at most this long plus one fetch
+    /// after the keys were fetched. If the issuer is unreachable then, the
+    /// keys are kept.
     pub fn max_jwks_age(mut self, age: Duration) -> Self {
         self.max_key_age = age;
         self
@@ -453,12 +746,36 @@ impl ValidatorBuilder {
     /// Discovers the issuer's endpoints from its metadata (RFC 8414 §3, with
     /// the OpenID Connect location as a fallback) and builds the validator.
     pub async fn discover(self) -> Result<Validator, SetupError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| SetupError::Metadata(e.to_string()))?;
+        let realm = self.realm.unwrap_or_else(|| self.audience.clone());
+        // The realm is a quoted-string in every challenge (RFC 6750 §3): one
+        // that cannot be sent as is is refused now rather than altered or
+        // dropped in each response.
+        if realm
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\')
+        {
+            return Err(SetupError::InvalidRealm(
+                "control characters, quotes and backslashes are not allowed",
+            ));
+        }
         let issuer_url =
             url::Url::parse(&self.issuer).map_err(|e| SetupError::InvalidIssuer(e.to_string()))?;
+        // RFC 8414 §2: the issuer is an https URL (http is allowed here, for
+        // development) without query or fragment.
+        if !matches!(issuer_url.scheme(), "https" | "http") {
+            return Err(SetupError::InvalidIssuer(
+                "the issuer must be an https or http URL".into(),
+            ));
+        }
+        if issuer_url.query().is_some() || issuer_url.fragment().is_some() {
+            return Err(SetupError::InvalidIssuer(
+                "the issuer must have no query or fragment".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| SetupError::Metadata(e.to_string()))?;
         let path = issuer_url.path().trim_end_matches('/');
         let mut well_known = issuer_url.clone();
         well_known.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
@@ -513,11 +830,10 @@ impl ValidatorBuilder {
                 min_refresh_interval: self.min_refresh_interval,
                 max_age: self.max_key_age,
                 keys: RwLock::default(),
-                refetch: tokio::sync::Mutex::new(()),
+                refetch: Arc::default(),
                 fetches: Default::default(),
             }),
         };
-        let realm = self.realm.unwrap_or_else(|| self.audience.clone());
         Ok(Validator {
             inner: Arc::new(Inner {
                 issuer: self.issuer,
@@ -528,5 +844,31 @@ impl ValidatorBuilder {
                 mode,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn old_keys_are_refreshed_in_the_background_then_waited_for() {
+        let plan = |age: Option<Duration>, recently: bool, failed: bool| {
+            refresh_plan(age, recently, failed, MINUTE)
+        };
+        assert_eq!(plan(None, false, false), Refresh::No, "never fetched");
+        assert_eq!(plan(Some(MINUTE / 2), false, false), Refresh::No);
+        assert_eq!(plan(Some(MINUTE), false, false), Refresh::Background);
+        let late = MINUTE + FETCH_TIMEOUT;
+        assert_eq!(
+            plan(Some(late - Duration::from_millis(1)), false, false),
+            Refresh::Background
+        );
+        assert_eq!(plan(Some(late), false, false), Refresh::Blocking);
+        // Rate-limited, and no waiting for an issuer that just failed.
+        assert_eq!(plan(Some(late), true, false), Refresh::No);
+        assert_eq!(plan(Some(late), false, true), Refresh::Background);
     }
 }

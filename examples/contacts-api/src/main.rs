@@ -1,6 +1,6 @@
 //! contacts-api: each subject's own contact list, protected by
 //! tessera-resource. `GET /contacts` needs `contacts:read`, `POST /contacts`
-//! needs `contacts:write`.
+//! needs `contacts:write`, and `GET /me` (who the token speaks for) either.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -75,7 +75,27 @@ async fn add(
     Ok((StatusCode::CREATED, Json(contact)))
 }
 
+/// What the API knows of the caller: for a client-credentials token the
+/// subject is the client itself.
+#[derive(Debug, Serialize)]
+struct Me {
+    subject: String,
+    client_id: Option<String>,
+    scopes: Vec<String>,
+}
+
+async fn me(token: AccessToken) -> Json<Me> {
+    Json(Me {
+        subject: token.subject,
+        client_id: token.client_id,
+        scopes: token.scopes.into_iter().collect(),
+    })
+}
+
 fn app(validator: Validator) -> Router {
+    let me = Router::new()
+        .route("/me", get(me))
+        .route_layer(RequireScopes::any(["contacts:read", "contacts:write"]));
     let reads = Router::new()
         .route("/contacts", get(list))
         .route_layer(RequireScopes::all(["contacts:read"]));
@@ -84,6 +104,7 @@ fn app(validator: Validator) -> Router {
         .route_layer(RequireScopes::all(["contacts:write"]));
     reads
         .merge(writes)
+        .merge(me)
         .with_state(Contacts::default())
         .layer(BearerLayer::new(validator))
 }

@@ -119,6 +119,24 @@ async fn password_token(client: &Client, user: &str, scopes: &[&str]) -> String 
         .clone()
 }
 
+async fn client_credentials_token(client: &Client, scopes: &[&str]) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut request = client.exchange_client_credentials();
+    for scope in scopes {
+        request = request.add_scope(Scope::new(scope.to_string()));
+    }
+    request
+        .request_async(&http)
+        .await
+        .unwrap()
+        .access_token()
+        .secret()
+        .clone()
+}
+
 /// The contacts-api binary, killed when dropped.
 struct Api {
     child: Child,
@@ -334,6 +352,73 @@ async fn introspection_mode_accepts_opaque_tokens_and_sees_revocation() {
         (200, json!([])),
         "bob sees none of alice's contacts"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_the_rfc_6750_challenge() {
+    let tessera = spawn_tessera().await;
+    let api = start_api(&tessera.issuer, &[], None);
+    let challenge = |response: &reqwest::Response| {
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // Not a b64token (RFC 6750 §2.1): the request is malformed.
+    let response = reqwest::Client::new()
+        .get(&api.url)
+        .header("authorization", "Bearer not a token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        challenge(&response),
+        r#"Bearer realm="contacts-api", error="invalid_request", error_description="the bearer token is not a b64token""#
+    );
+
+    // A genuine token of the same issuer, for another API.
+    let (elsewhere, _) = tessera
+        .client(vec![GrantType::ClientCredentials], &["another-api"], false)
+        .await;
+    let foreign = client_credentials_token(&elsewhere, &["contacts:read"]).await;
+    let response = reqwest::Client::new()
+        .get(&api.url)
+        .bearer_auth(&foreign)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        challenge(&response),
+        r#"Bearer realm="contacts-api", error="invalid_token", error_description="wrong audience""#
+    );
+    assert!(!response.text().await.unwrap().contains(&foreign));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_credentials_token_speaks_for_the_client() {
+    let tessera = spawn_tessera().await;
+    let api = start_api(&tessera.issuer, &[], None);
+    let (service, _) = tessera
+        .client(vec![GrantType::ClientCredentials], &["contacts-api"], false)
+        .await;
+    let token = client_credentials_token(&service, &["contacts:read"]).await;
+    let response = reqwest::Client::new()
+        .get(api.url.replace("/contacts", "/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let client_id = service.client_id().as_str();
+    // RFC 9068 §2.2: without a resource owner, sub is the client.
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"subject": client_id, "client_id": client_id, "scopes": ["contacts:read"]})
+    );
+    assert_eq!(list(&api, &token).await, (200, json!([])));
 }
 
 #[test]
