@@ -6,6 +6,7 @@
 //! `http`, once per request, and passed down; random values all come from
 //! `service::random_bytes`.
 
+mod config_cache;
 pub mod http;
 pub mod service;
 mod state;

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use tessera_core::TenantName;
 use tessera_core::jwt::SigningKey;
 use tessera_core::secret::SecretHasher;
 use tessera_core::throttle::ThrottlePolicy;
-use tessera_store::Store;
+use tessera_core::{Client, SigningKeyRecord, Tenant, TenantId, TenantName, UnixTime};
+use tessera_store::{Store, StoreResult};
 
+use crate::config_cache::ConfigCache;
 use crate::service::ServiceError;
 
 /// Name of the deployment-wide key of the secret hasher in `server_secrets`.
@@ -22,6 +23,9 @@ pub struct AppState {
     /// Public base URL, without a trailing slash; every issuer and link is
     /// built from it, never from the request's `Host` header.
     pub public_url: String,
+    /// Tenants, clients and signing keys, checked against the database's
+    /// configuration version on every request (see `config_cache`).
+    config: Arc<ConfigCache>,
     /// Parsed signing keys by kid. A kid names one immutable key, so this
     /// cache can never be stale; it only saves re-parsing PKCS#8 per token.
     signing_keys: Arc<RwLock<HashMap<String, Arc<SigningKey>>>>,
@@ -46,6 +50,7 @@ impl AppState {
             store,
             hasher: SecretHasher::new(&key),
             public_url: public_url.trim_end_matches('/').to_owned(),
+            config: Arc::default(),
             signing_keys: Arc::default(),
             password_checks: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -53,6 +58,33 @@ impl AppState {
             throttle: ThrottlePolicy::default(),
             trust_forwarded_for: false,
         })
+    }
+
+    /// The tenant named `name`, through the configuration cache.
+    pub(crate) async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
+        self.config.tenant_by_name(self.store.as_ref(), name).await
+    }
+
+    /// A client of `tenant`, through the configuration cache.
+    pub(crate) async fn client(
+        &self,
+        tenant: TenantId,
+        client_id: &str,
+    ) -> StoreResult<Option<Client>> {
+        self.config
+            .client(self.store.as_ref(), tenant, client_id)
+            .await
+    }
+
+    /// The tenant's keys published at `now`, through the configuration cache.
+    pub(crate) async fn published_keys(
+        &self,
+        tenant: TenantId,
+        now: UnixTime,
+    ) -> StoreResult<Vec<SigningKeyRecord>> {
+        self.config
+            .published_keys(self.store.as_ref(), tenant, now)
+            .await
     }
 
     /// The issuer identifier of a tenant (RFC 8414 §2).

@@ -144,6 +144,11 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// A counter that moves with every change to tenants, signing keys,
+    /// scopes and clients, whoever makes it (database triggers keep it): what
+    /// the server's cache of them is checked against.
+    async fn config_version(&self) -> StoreResult<i64>;
+
     /// Deletes what has expired: pending requests, sessions, codes, tokens
     /// and revocation-list entries. Returns how many rows went.
     async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64>;

@@ -313,6 +313,12 @@ impl Store for $store {
         Ok(())
     }
 
+    async fn config_version(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64> {
         // Used codes are kept a day past expiry so that a late replay is still
         // recognised (and revokes what the code issued).

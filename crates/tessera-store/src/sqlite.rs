@@ -31,6 +31,10 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(pool.max_connections.max(1))
             .acquire_timeout(pool.acquire_timeout)
+            // A connection to a local file cannot be dropped by a server, so
+            // skip sqlx's ping before each use: it costs a round trip to the
+            // connection's worker thread per query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;

@@ -112,7 +112,7 @@ pub async fn jwks(
         Ok(tenant) => tenant,
         Err(lookup) => return not_found_or(lookup),
     };
-    let keys = match state.store.published_keys(tenant.id, super::now()).await {
+    let keys = match state.published_keys(tenant.id, super::now()).await {
         Ok(keys) => keys,
         Err(error) => return token_error_response(ServiceError::from(error).into()),
     };

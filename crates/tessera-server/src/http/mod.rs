@@ -93,6 +93,10 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/t/{tenant}/token", post(token::token))
         .route("/t/{tenant}/revoke", post(token_state::revocation))
         .route("/t/{tenant}/introspect", post(token_state::introspection))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            with_config_version,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TimeoutLayer::with_status_code(
@@ -100,6 +104,16 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             config.request_timeout,
         ))
         .with_state(state)
+}
+
+/// Reads the configuration version once for the request, so that its
+/// tenant, client and key lookups can use the cache (see `config_cache`).
+async fn with_config_version(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    crate::config_cache::with_config_version(state.store.as_ref(), next.run(request)).await
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -168,8 +182,9 @@ pub(crate) enum TenantLookup {
     Unavailable,
 }
 
-/// The tenant named in the path. No cache: a tenant deleted with the CLI is
-/// gone for the running server at once.
+/// The tenant named in the path. The configuration cache is checked against
+/// the database on every request, so a tenant deleted with the CLI is gone
+/// for the running server at once.
 pub(crate) async fn tenant(
     state: &AppState,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
@@ -177,7 +192,7 @@ pub(crate) async fn tenant(
     let Ok(Path(name)) = path else {
         return Err(TenantLookup::Unknown);
     };
-    match state.store.tenant_by_name(&name).await {
+    match state.tenant_by_name(&name).await {
         Ok(Some(tenant)) => Ok(tenant),
         Ok(None) => Err(TenantLookup::Unknown),
         Err(error) => {

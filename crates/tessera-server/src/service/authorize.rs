@@ -111,7 +111,6 @@ pub async fn begin(
     let client_id = single("client_id")?.ok_or(PageError::MissingClientId)?;
     let requested_redirect = single("redirect_uri")?;
     let client = state
-        .store
         .client(tenant.id, client_id)
         .await?
         .ok_or(PageError::UnknownClient)?;
@@ -197,7 +196,6 @@ pub async fn pending(
         .await?
         .ok_or(PageError::RequestExpired)?;
     let client = state
-        .store
         .client(tenant.id, pending.client_id.as_str())
         .await?
         .ok_or(PageError::RequestExpired)?;

@@ -59,7 +59,6 @@ pub async fn authenticate(
         PresentedCredentials::Nothing => return Err(fail("client authentication is required")),
     };
     let Some(client) = state
-        .store
         .client(tenant.id, client_id)
         .await
         .map_err(ServiceError::from)?

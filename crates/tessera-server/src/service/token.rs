@@ -481,7 +481,7 @@ pub(crate) async fn current_signing_key(
     tenant: &Tenant,
     now: UnixTime,
 ) -> Result<Arc<SigningKey>, ServiceError> {
-    let keys = state.store.published_keys(tenant.id, now).await?;
+    let keys = state.published_keys(tenant.id, now).await?;
     let current = keys.first().ok_or_else(|| {
         ServiceError::Internal(format!("tenant '{}' has no signing key", tenant.name))
     })?;

@@ -96,7 +96,7 @@ async fn find_access(
             .await?
             .map(Found::Access));
     }
-    let keys = state.store.published_keys(tenant.id, now).await?;
+    let keys = state.published_keys(tenant.id, now).await?;
     let Some(claims) = verify_access_token(token, keys.iter().map(|k| k.public_jwk.as_str()))
     else {
         return Ok(None);
@@ -237,7 +237,6 @@ pub async fn introspect(
         return Ok(Introspection::inactive());
     }
     let Some(client) = state
-        .store
         .client(tenant.id, record_client.as_str())
         .await
         .map_err(ServiceError::from)?
