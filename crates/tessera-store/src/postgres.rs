@@ -40,4 +40,14 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    async fn read_config_version(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
 crate::sql::sql_store!(PostgresStore, sqlx::Postgres);
