@@ -3,11 +3,11 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::helpers::wait_healthy;
+use crate::helpers::{ServeProcess, free_port, wait_healthy};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -740,27 +740,7 @@ fn client_set_clears_lists_and_lifetime_overrides() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--redirect-uri"));
 }
 
-struct Server {
-    child: Child,
-    base_url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_server(dir: &Path, port: u16) -> Server {
+async fn start_server(dir: &Path, port: u16) -> ServeProcess {
     let child = Command::new(BIN)
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .current_dir(dir)
@@ -772,10 +752,10 @@ async fn start_server(dir: &Path, port: u16) -> Server {
         .unwrap();
     let base_url = format!("http://127.0.0.1:{port}");
     wait_healthy(&format!("{base_url}/healthz")).await;
-    Server { child, base_url }
+    ServeProcess { child, base_url }
 }
 
-async fn client_credentials(server: &Server, id: &str, secret: &str) -> reqwest::Response {
+async fn client_credentials(server: &ServeProcess, id: &str, secret: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/t/acme/token", server.base_url))
         .basic_auth(id, Some(secret))

@@ -547,3 +547,27 @@ pub async fn redeem_public(
         .await
         .unwrap()
 }
+
+/// A port on 127.0.0.1 that was free a moment ago, for a child process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `tessera serve` (or other) child process, killed when dropped, so that
+/// a failing test leaves nothing running.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// e.g. `http://127.0.0.1:41234`
+    pub base_url: String,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

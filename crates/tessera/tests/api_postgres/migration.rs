@@ -9,7 +9,7 @@ use tessera_server::AppState;
 use tessera_server::service::admin::{self, BrandingChanges, NewClient};
 use tokio::net::TcpListener;
 
-use crate::helpers::{TestDatabase, now, on_postgres, wait_healthy};
+use crate::helpers::{ServeProcess, TestDatabase, free_port, now, on_postgres, wait_healthy};
 
 fn tessera(database_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -126,19 +126,19 @@ async fn export_from_sqlite_and_import_into_postgres() {
     assert!(!again.status.success(), "a second import must not merge");
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut node = Command::new(env!("CARGO_BIN_EXE_tessera"))
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .args(["--public-url", &public_url])
         .env("TESSERA_DATABASE_URL", &database.url)
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let node = ServeProcess {
+        child,
+        base_url: format!("http://127.0.0.1:{port}"),
+    };
+    let base = node.base_url.clone();
     wait_healthy(&format!("{base}/healthz")).await;
 
     // The client secret and the password still check.
@@ -190,6 +190,4 @@ async fn export_from_sqlite_and_import_into_postgres() {
     let moved = store.tenant_by_name("acme").await.unwrap().unwrap();
     let consent = store.consent(moved.id, &alice.id, &id).await.unwrap();
     assert_eq!(consent.unwrap().scope.to_string(), "read");
-    let _ = node.kill();
-    let _ = node.wait();
 }

@@ -2,7 +2,7 @@
 //! answers any request, single use holds across nodes, and a node rides out
 //! lost database connections.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,39 +13,19 @@ use tessera_server::AppState;
 use tessera_server::service::admin::{self, NewClient};
 
 use crate::helpers::{
-    REDIRECT, TestDatabase, between, hidden_field, location_params, now, param, pkce_pair,
-    postgres_url, wait_healthy,
+    REDIRECT, ServeProcess, TestDatabase, between, free_port, hidden_field, location_params, now,
+    param, pkce_pair, postgres_url, wait_healthy,
 };
-
-struct Node {
-    child: Child,
-    base_url: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Two nodes behind one public URL (node A's origin), on a fresh schema,
 /// with tenant `acme`, scopes read and write, and user alice.
 struct Cluster {
-    nodes: [Node; 2],
+    nodes: [ServeProcess; 2],
     /// The nodes' `application_name` in `pg_stat_activity`.
     application_name: String,
     /// For setting things up as the CLI would.
     admin: AppState,
     _database: TestDatabase,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn cluster() -> Cluster {
@@ -55,7 +35,7 @@ async fn cluster() -> Cluster {
     let application_name = format!("tessera-test-{}", ports[0]);
     let node_url = format!("{}&application_name={application_name}", database.url);
     // Both start at once on an empty schema: the migrations race.
-    let nodes = ports.map(|port| Node {
+    let nodes = ports.map(|port| ServeProcess {
         child: Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .args(["--public-url", &public_url])
