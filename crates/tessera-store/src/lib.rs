@@ -8,6 +8,8 @@
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_batch;
+mod sqlite_read;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -333,14 +335,22 @@ pub trait Store: Send + Sync + 'static {
         tenant: TenantId,
         token_hash: &SecretHash,
     ) -> StoreResult<Option<RefreshTokenRecord>>;
-    /// Atomically marks `old` used and stores `new` in the same family, or, when
-    /// `old` was already used or revoked, revokes the family.
+    /// Atomically marks `old` used and stores `new` in the same family, with
+    /// the record of the access token issued beside it; or, when `old` was
+    /// already used or revoked, stores neither and revokes the family.
     async fn rotate_refresh_token(
         &self,
         old: &RefreshTokenRecord,
         new: &RefreshTokenRecord,
+        access: Option<&AccessTokenRecord>,
         now: UnixTime,
     ) -> StoreResult<Rotation>;
+    /// Stores the records of a newly issued grant in one transaction.
+    async fn put_tokens(
+        &self,
+        access: Option<&AccessTokenRecord>,
+        refresh: Option<&RefreshTokenRecord>,
+    ) -> StoreResult<()>;
     /// Stores an access token record (opaque token, or JWT of a family).
     async fn put_access_token(&self, token: &AccessTokenRecord) -> StoreResult<()>;
     async fn access_token_by_hash(

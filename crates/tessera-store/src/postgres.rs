@@ -41,6 +41,21 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
+    /// A pooled connection: PostgreSQL's row locks let writers run side by side.
+    async fn write(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// PostgreSQL needs no group commit: concurrent transactions commit side
+    /// by side.
+    fn batch_writer(&self) -> Option<&crate::sqlite_batch::BatchWriter> {
+        None
+    }
+
+    fn fast_reads(&self) -> Option<&crate::sqlite_read::Readers> {
+        None
+    }
+
     async fn read_config_version(&self) -> StoreResult<i64> {
         Ok(
             sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")

@@ -6,8 +6,10 @@
 //! serialises writers, and under PostgreSQL's row locks a second concurrent
 //! `UPDATE ... WHERE used_at IS NULL` re-reads the row and matches nothing.
 
-/// Implements `Store` for `$store`, a struct with a `pool` field of the sqlx
-/// database `$db`.
+/// Implements `Store` for `$store`, a struct with a `pool` of the sqlx
+/// database `$db` for reads and a `write()` method that hands out the
+/// connection for a write (a pooled one on PostgreSQL, the one writer
+/// connection on SQLite).
 macro_rules! sql_store {
     ($store:ident, $db:ty) => {
 use async_trait::async_trait;
@@ -334,7 +336,7 @@ impl Store for $store {
         for statement in statements {
             purged += sqlx::query(statement)
                 .bind(now.0)
-                .execute(&self.pool)
+                .execute(&mut *self.write().await?)
                 .await?
                 .rows_affected();
         }
@@ -345,11 +347,11 @@ impl Store for $store {
         sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(name)
             .bind(generate)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         let row = sqlx::query("SELECT value FROM server_secrets WHERE name = $1")
             .bind(name)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.write().await?)
             .await?;
         Ok(row.try_get("value")?)
     }
@@ -361,7 +363,7 @@ impl Store for $store {
         )
         .bind(name)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -377,7 +379,7 @@ impl Store for $store {
         .bind(&key.public_jwk)
         .bind(key.created_at.0)
         .bind(key.retire_at.map(|r| r.0))
-        .execute(&self.pool)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -389,7 +391,8 @@ impl Store for $store {
         first_key: SigningKeyRecord,
         now: UnixTime,
     ) -> StoreResult<Tenant> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let row = sqlx::query(
             "INSERT INTO tenants (name, access_token_ttl, refresh_token_ttl, authorization_code_ttl, created_at) \
              VALUES ($1, $2, $3, $4, $5) RETURNING *",
@@ -433,7 +436,8 @@ impl Store for $store {
         settings: &TenantSettings,
         branding: Option<(&Branding, i64)>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let updated = sqlx::query(
             "UPDATE tenants SET access_token_ttl = $1, refresh_token_ttl = $2, authorization_code_ttl = $3, \
              allow_implicit = $4 WHERE id = $5",
@@ -463,7 +467,7 @@ impl Store for $store {
         sqlx::query("UPDATE tenants SET allow_implicit = $1 WHERE id = $2")
             .bind(settings.allow_implicit)
             .bind(tenant.0)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -471,7 +475,7 @@ impl Store for $store {
     async fn delete_tenant(&self, name: &str) -> StoreResult<bool> {
         let result = sqlx::query("DELETE FROM tenants WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -523,7 +527,7 @@ impl Store for $store {
         branding: &Branding,
         version: i64,
     ) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.write().await?;
         write_branding(&mut conn, tenant, branding, version).await
     }
 
@@ -533,7 +537,8 @@ impl Store for $store {
         new_key: SigningKeyRecord,
         retire_previous_at: UnixTime,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::query(
             "UPDATE signing_keys SET retire_at = $1 WHERE tenant_id = $2 AND retire_at IS NULL",
         )
@@ -572,7 +577,7 @@ impl Store for $store {
         .bind(tenant.0)
         .bind(scope.name.as_str())
         .bind(&scope.description)
-        .execute(&self.pool)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -584,7 +589,7 @@ impl Store for $store {
         )
         .bind(tenant.0)
         .bind(scope.as_str())
-        .execute(&self.pool)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -610,13 +615,14 @@ impl Store for $store {
         let result = sqlx::query("DELETE FROM scopes WHERE tenant_id = $1 AND name = $2")
             .bind(tenant.0)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(result.rows_affected() > 0)
     }
 
     async fn create_client(&self, client: &Client) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::query(
             "INSERT INTO clients (client_id, tenant_id, name, secret_hash, auth_method, grant_types, \
              redirect_uris, audiences, token_format, app_type, access_token_ttl, refresh_token_ttl, created_at) \
@@ -636,7 +642,8 @@ impl Store for $store {
     }
 
     async fn update_client(&self, client: &Client) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         write_client_settings(&mut tx, client).await?;
         tx.commit().await?;
         Ok(())
@@ -671,7 +678,7 @@ impl Store for $store {
         let result = sqlx::query("DELETE FROM clients WHERE tenant_id = $1 AND client_id = $2")
             .bind(tenant.0)
             .bind(client_id)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -685,7 +692,7 @@ impl Store for $store {
         .bind(&user.username)
         .bind(&user.password_hash)
         .bind(user.created_at.0)
-        .execute(&self.pool)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -730,7 +737,7 @@ impl Store for $store {
         let result = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND username = $2")
             .bind(tenant.0)
             .bind(username)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -753,7 +760,7 @@ impl Store for $store {
         .bind(p.prompt.to_text())
         .bind(p.created_at.0)
         .bind(p.expires_at.0)
-        .execute(&self.pool)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -802,7 +809,7 @@ impl Store for $store {
             sqlx::query("DELETE FROM pending_authorizations WHERE id_hash = $1 AND tenant_id = $2")
                 .bind(&id_hash.0)
                 .bind(tenant.0)
-                .execute(&self.pool)
+                .execute(&mut *self.write().await?)
                 .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -814,7 +821,7 @@ impl Store for $store {
             .bind(&s.user_id)
             .bind(s.auth_time.0)
             .bind(s.expires_at.0)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -881,7 +888,7 @@ impl Store for $store {
         .bind(key)
         .bind(now.0)
         .bind(window_start.0)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.write().await?)
         .await?;
         Ok(failures)
     }
@@ -891,7 +898,7 @@ impl Store for $store {
             .bind(until.0)
             .bind(tenant.0)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -900,7 +907,7 @@ impl Store for $store {
         sqlx::query("DELETE FROM login_throttle WHERE tenant_id = $1 AND key = $2")
             .bind(tenant.0)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -917,7 +924,7 @@ impl Store for $store {
         .bind(prompt.to_text())
         .bind(&id_hash.0)
         .bind(tenant.0)
-        .execute(&self.pool)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -926,7 +933,7 @@ impl Store for $store {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1 AND tenant_id = $2")
             .bind(&id_hash.0)
             .bind(tenant.0)
-            .execute(&self.pool)
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }
@@ -967,7 +974,7 @@ impl Store for $store {
         .bind(client_id)
         .bind(scope.to_string())
         .bind(now.0)
-        .execute(&self.pool)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -992,7 +999,8 @@ impl Store for $store {
         client_id: &str,
         now: UnixTime,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let removed = sqlx::query(
             "DELETE FROM consents WHERE tenant_id = $1 AND user_id = $2 AND client_id = $3",
         )
@@ -1047,7 +1055,7 @@ impl Store for $store {
         .bind(c.auth_time.0)
         .bind(c.expires_at.0)
         .bind(&c.family_id)
-        .execute(&self.pool)
+        .execute(&mut *self.write().await?)
         .await?;
         Ok(())
     }
@@ -1058,7 +1066,8 @@ impl Store for $store {
         code_hash: &SecretHash,
         now: UnixTime,
     ) -> StoreResult<CodeRedemption> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         // RFC 6749 §4.1.2: single use, decided by one conditional UPDATE.
         let first = sqlx::query(
             "UPDATE authorization_codes SET used_at = $1 \
@@ -1094,7 +1103,7 @@ impl Store for $store {
     }
 
     async fn put_refresh_token(&self, t: &RefreshTokenRecord) -> StoreResult<()> {
-        insert_refresh(&self.pool, t).await
+        insert_refresh(&mut *self.write().await?, t).await
     }
 
     async fn refresh_token(
@@ -1102,6 +1111,9 @@ impl Store for $store {
         tenant: TenantId,
         token_hash: &SecretHash,
     ) -> StoreResult<Option<RefreshTokenRecord>> {
+        if let Some(readers) = self.fast_reads() {
+            return readers.refresh_token(tenant, token_hash);
+        }
         sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = $1 AND tenant_id = $2")
             .bind(&token_hash.0)
             .bind(tenant.0)
@@ -1116,9 +1128,25 @@ impl Store for $store {
         &self,
         old: &RefreshTokenRecord,
         new: &RefreshTokenRecord,
+        access: Option<&AccessTokenRecord>,
         now: UnixTime,
     ) -> StoreResult<Rotation> {
-        let mut tx = self.pool.begin().await?;
+        if let Some(batch) = self.batch_writer() {
+            let work = crate::sqlite_batch::Work::Rotate {
+                old: old.clone(),
+                new: new.clone(),
+                access: access.cloned(),
+                now,
+            };
+            return match batch.write(work).await? {
+                crate::sqlite_batch::Done::Rotation(rotation) => Ok(rotation),
+                crate::sqlite_batch::Done::Stored => {
+                    Err(StoreError::Internal("the batch writer answered a rotation with a store".into()))
+                }
+            };
+        }
+        let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         // RFC 9700 §4.14.2: rotation is single use; the write comes first so the
         // transaction takes SQLite's write lock before it reads anything.
         let used = sqlx::query(
@@ -1132,6 +1160,9 @@ impl Store for $store {
         .await?;
         let outcome = if used.rows_affected() == 1 {
             insert_refresh(&mut *tx, new).await?;
+            if let Some(access) = access {
+                insert_access(&mut *tx, access, None).await?;
+            }
             Rotation::Rotated
         } else {
             revoke_family(&mut tx, &old.family_id, now).await?;
@@ -1141,8 +1172,35 @@ impl Store for $store {
         Ok(outcome)
     }
 
+    async fn put_tokens(
+        &self,
+        access: Option<&AccessTokenRecord>,
+        refresh: Option<&RefreshTokenRecord>,
+    ) -> StoreResult<()> {
+        if let Some(batch) = self.batch_writer() {
+            let work = crate::sqlite_batch::Work::Tokens {
+                access: access.cloned(),
+                refresh: refresh.cloned(),
+            };
+            return batch.write(work).await.map(|_| ());
+        }
+        match (access, refresh) {
+            (None, None) => Ok(()),
+            (Some(access), None) => insert_access(&mut *self.write().await?, access, None).await,
+            (None, Some(refresh)) => insert_refresh(&mut *self.write().await?, refresh).await,
+            (Some(access), Some(refresh)) => {
+                let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                insert_access(&mut *tx, access, None).await?;
+                insert_refresh(&mut *tx, refresh).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    }
+
     async fn put_access_token(&self, t: &AccessTokenRecord) -> StoreResult<()> {
-        insert_access(&self.pool, t, None).await
+        self.put_tokens(Some(t), None).await
     }
 
     async fn access_token_by_hash(
@@ -1150,6 +1208,9 @@ impl Store for $store {
         tenant: TenantId,
         token_hash: &SecretHash,
     ) -> StoreResult<Option<AccessTokenRecord>> {
+        if let Some(readers) = self.fast_reads() {
+            return readers.access_token_by_hash(tenant, token_hash);
+        }
         sqlx::query("SELECT * FROM access_tokens WHERE token_hash = $1 AND tenant_id = $2")
             .bind(&token_hash.0)
             .bind(tenant.0)
@@ -1165,6 +1226,9 @@ impl Store for $store {
         tenant: TenantId,
         jti: &str,
     ) -> StoreResult<Option<AccessTokenRecord>> {
+        if let Some(readers) = self.fast_reads() {
+            return readers.access_token_by_jti(tenant, jti);
+        }
         sqlx::query("SELECT * FROM access_tokens WHERE jti = $1 AND tenant_id = $2")
             .bind(jti)
             .bind(tenant.0)
@@ -1176,7 +1240,8 @@ impl Store for $store {
     }
 
     async fn revoke_access_token(&self, t: &AccessTokenRecord, now: UnixTime) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let updated = sqlx::query(
             "UPDATE access_tokens SET revoked_at = coalesce(revoked_at, $1) WHERE jti = $2 AND tenant_id = $3",
         )
@@ -1200,7 +1265,8 @@ impl Store for $store {
         family_id: &str,
         now: UnixTime,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         // The family id is random and global; the tenant check is belt and braces.
         let owned: Option<i64> = sqlx::query_scalar(
             "SELECT CAST(1 AS BIGINT) FROM refresh_tokens WHERE family_id = $1 AND tenant_id = $2 \

@@ -2,29 +2,40 @@
 //! queries are shared with PostgreSQL in `sql.rs`.
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 use crate::PoolSettings;
+use crate::sqlite_batch::BatchWriter;
+use crate::sqlite_read::Readers;
 
 /// Tessera's storage in one SQLite file.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// Connections for reads; WAL lets them run beside the writer.
     pool: SqlitePool,
-    /// A read-only connection used on the caller's own thread for the one
-    /// read of every request, the configuration version: a query through
-    /// the pool is a round trip to the connection's worker thread, which
-    /// cost more than the query itself.
-    version_reader: Arc<Mutex<rusqlite::Connection>>,
+    /// The one connection every write goes through, outside sqlx's pool.
+    /// SQLite admits one writer at a time: several pooled writers would queue
+    /// on its lock in its busy handler, which sleeps for milliseconds, while
+    /// a mutex hands the connection over at once. And the pool would ping a
+    /// connection each time it is given back, a round trip to its worker
+    /// thread per write.
+    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    acquire_timeout: Duration,
+    /// Group commit for the writes of token requests (`sqlite_batch`).
+    batch: BatchWriter,
+    /// Read-only connections for the token hot path's reads, used on the
+    /// caller's own thread (`sqlite_read`).
+    readers: Arc<Readers>,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` — `sqlite://relative/path`
     /// or `sqlite:///absolute/path` — and applies the embedded migrations.
-    pub async fn connect(url: &str, pool: &PoolSettings) -> StoreResult<Self> {
+    pub async fn connect(url: &str, pool_settings: &PoolSettings) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid database URL: {e}")))?
             .create_if_missing(true)
@@ -33,41 +44,54 @@ impl SqliteStore {
             // a power loss can drop the last transactions.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // The batch writer's checkpointer does it, off the commit path.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
-            .max_connections(pool.max_connections.max(1))
-            .acquire_timeout(pool.acquire_timeout)
+            .max_connections(pool_settings.max_connections.max(1))
+            .acquire_timeout(pool_settings.acquire_timeout)
             // A connection to a local file cannot be dropped by a server, so
             // skip sqlx's ping before each use: it costs a round trip to the
             // connection's worker thread per query.
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let version_reader = rusqlite::Connection::open_with_flags(
-            options.get_filename(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        version_reader
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut writer = SqliteConnection::connect_with(&options).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
+            .await?;
+        let writer = Arc::new(tokio::sync::Mutex::new(writer));
+        let batch = BatchWriter::start(options.get_filename(), writer.clone())?;
+        let readers = Arc::new(Readers::open(options.get_filename())?);
         Ok(SqliteStore {
             pool,
-            version_reader: Arc::new(Mutex::new(version_reader)),
+            writer,
+            acquire_timeout: pool_settings.acquire_timeout,
+            batch,
+            readers,
         })
+    }
+
+    fn batch_writer(&self) -> Option<&BatchWriter> {
+        Some(&self.batch)
+    }
+
+    /// The writer connection, once the writes before this one are done.
+    async fn write(&self) -> StoreResult<tokio::sync::MutexGuard<'_, SqliteConnection>> {
+        tokio::time::timeout(self.acquire_timeout, self.writer.lock())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("timed out waiting for the database writer".into())
+            })
+    }
+
+    fn fast_reads(&self) -> Option<&Readers> {
+        Some(&self.readers)
     }
 
     /// Microseconds on a local file; a writer never blocks it in WAL mode.
     async fn read_config_version(&self) -> StoreResult<i64> {
-        let reader = self
-            .version_reader
-            .lock()
-            .map_err(|_| StoreError::Internal("the version reader panicked".into()))?;
-        reader
-            .prepare_cached("SELECT version FROM config_version WHERE id = 1")
-            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        self.readers.config_version()
     }
 }
 

@@ -298,11 +298,11 @@ async fn refresh(
         },
         _ => Subject::Client,
     };
-    // The access token is made before the rotation commits, so that nothing can
-    // fail between spending the old refresh token and answering with the new
-    // one; should the rotation find reuse, revoking the family takes this
-    // access token with it.
-    let access = issue_access_token(
+    // The access token is made before the rotation, so that nothing can fail
+    // between spending the old refresh token and answering with the new one.
+    // Its record is stored by the rotation's own transaction, and only if the
+    // rotation wins.
+    let access = mint_access_token(
         state,
         tenant,
         client,
@@ -315,7 +315,7 @@ async fn refresh(
     // RFC 9700 §4.14.2: rotation; reuse of a rotated token revokes the family.
     match state
         .store
-        .rotate_refresh_token(&record, &next, now)
+        .rotate_refresh_token(&record, &next, access.record.as_ref(), now)
         .await
         .map_err(ServiceError::from)?
     {
@@ -326,7 +326,7 @@ async fn refresh(
         }
     }
     Ok(TokenResponse {
-        access_token: access,
+        access_token: access.token,
         token_type: "Bearer",
         expires_in: client.lifetimes(tenant.lifetimes).access_token,
         refresh_token: Some(next_secret.expose().to_owned()),
@@ -348,7 +348,7 @@ async fn issue(
     now: UnixTime,
 ) -> Result<TokenResponse, TokenError> {
     let family_id = family_id.map(str::to_owned).unwrap_or_else(new_id);
-    let access = issue_access_token(
+    let access = mint_access_token(
         state,
         tenant,
         client,
@@ -358,37 +358,37 @@ async fn issue(
         now,
     )
     .await?;
-    let refresh_token = if client.allows_grant(GrantType::RefreshToken) {
+    let refresh = client.allows_grant(GrantType::RefreshToken).then(|| {
         let secret = new_secret();
         let (user_id, auth_time) = match subject {
             Subject::User { id, auth_time } => (Some(id.clone()), Some(*auth_time)),
             Subject::Client => (None, None),
         };
-        state
-            .store
-            .put_refresh_token(&RefreshTokenRecord {
-                token_hash: state.hasher.hash(Purpose::RefreshToken, secret.expose()),
-                family_id,
-                tenant_id: tenant.id,
-                client_id: client.client_id.clone(),
-                user_id,
-                scope: grant_scope.clone(),
-                auth_time,
-                issued_at: now,
-                expires_at: now.plus_seconds(client.lifetimes(tenant.lifetimes).refresh_token),
-                spent: false,
-            })
-            .await
-            .map_err(ServiceError::from)?;
-        Some(secret.expose().to_owned())
-    } else {
-        None
-    };
+        let record = RefreshTokenRecord {
+            token_hash: state.hasher.hash(Purpose::RefreshToken, secret.expose()),
+            family_id,
+            tenant_id: tenant.id,
+            client_id: client.client_id.clone(),
+            user_id,
+            scope: grant_scope.clone(),
+            auth_time,
+            issued_at: now,
+            expires_at: now.plus_seconds(client.lifetimes(tenant.lifetimes).refresh_token),
+            spent: false,
+        };
+        (secret, record)
+    });
+    // Both records in one transaction: one write instead of two.
+    state
+        .store
+        .put_tokens(access.record.as_ref(), refresh.as_ref().map(|(_, r)| r))
+        .await
+        .map_err(ServiceError::from)?;
     Ok(TokenResponse {
-        access_token: access,
+        access_token: access.token,
         token_type: "Bearer",
         expires_in: client.lifetimes(tenant.lifetimes).access_token,
-        refresh_token,
+        refresh_token: refresh.map(|(secret, _)| secret.expose().to_owned()),
         scope: access_scope.to_string(),
     })
 }
@@ -403,7 +403,8 @@ fn audiences(state: &AppState, tenant: &Tenant, client: &Client) -> Vec<String> 
     }
 }
 
-/// Issues one access token in the client's format.
+/// Issues one access token in the client's format, and stores its record
+/// when it has one.
 pub async fn issue_access_token(
     state: &AppState,
     tenant: &Tenant,
@@ -413,6 +414,35 @@ pub async fn issue_access_token(
     family_id: Option<&str>,
     now: UnixTime,
 ) -> Result<String, TokenError> {
+    let minted = mint_access_token(state, tenant, client, subject, scope, family_id, now).await?;
+    if let Some(record) = &minted.record {
+        state
+            .store
+            .put_access_token(record)
+            .await
+            .map_err(ServiceError::from)?;
+    }
+    Ok(minted.token)
+}
+
+/// An access token and the record the store must keep of it, if any.
+struct MintedAccess {
+    token: String,
+    record: Option<AccessTokenRecord>,
+}
+
+/// Makes an access token in the client's format without storing anything, so
+/// that the caller can store its record in the same transaction as the rest
+/// of the grant.
+async fn mint_access_token(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    subject: &Subject,
+    scope: &ScopeSet,
+    family_id: Option<&str>,
+    now: UnixTime,
+) -> Result<MintedAccess, TokenError> {
     let jti = new_id();
     let expires_at = now.plus_seconds(client.lifetimes(tenant.lifetimes).access_token);
     let audiences = audiences(state, tenant, client);
@@ -420,7 +450,7 @@ pub async fn issue_access_token(
         Subject::User { id, auth_time } => (Some(id.as_str()), Some(*auth_time)),
         Subject::Client => (None, None),
     };
-    let record = |token_hash| AccessTokenRecord {
+    let record = |token_hash, family_id: Option<&str>| AccessTokenRecord {
         token_hash,
         jti: jti.clone(),
         tenant_id: tenant.id,
@@ -453,24 +483,17 @@ pub async fn issue_access_token(
             let token = key.sign(&claims).map_err(ServiceError::from)?;
             // A JWT of a grant family is recorded by jti, so that revoking the
             // family (or replaying its code) reaches it through introspection.
-            if family_id.is_some() {
-                state
-                    .store
-                    .put_access_token(&record(None))
-                    .await
-                    .map_err(ServiceError::from)?;
-            }
-            Ok(token)
+            let record = family_id.map(|family_id| record(None, Some(family_id)));
+            Ok(MintedAccess { token, record })
         }
         TokenFormat::Opaque => {
             let secret = new_secret();
             let hash = state.hasher.hash(Purpose::AccessToken, secret.expose());
-            state
-                .store
-                .put_access_token(&record(Some(hash)))
-                .await
-                .map_err(ServiceError::from)?;
-            Ok(secret.expose().to_owned())
+            let record = record(Some(hash), family_id);
+            Ok(MintedAccess {
+                token: secret.expose().to_owned(),
+                record: Some(record),
+            })
         }
     }
 }

@@ -1,0 +1,501 @@
+//! Group commit for SQLite's hot writes: the records of issued tokens and
+//! refresh token rotations.
+//!
+//! A token request that writes would otherwise pay for its own transaction:
+//! a round trip to sqlx's worker thread per statement and one WAL commit,
+//! while every other writer waits for SQLite's single write lock. Here one
+//! thread owns a connection, takes every write that has queued up while the
+//! previous batch ran, and commits them together. Each write runs inside its
+//! own savepoint, so one that fails is undone alone and reported to its own
+//! caller; a caller hears of success only once the batch has committed.
+//!
+//! The batch thread takes the same in-process lock as the sqlx writer
+//! connection, so the two never meet on SQLite's lock inside this process;
+//! other processes (the CLI) are waited for through the busy timeout.
+//!
+//! The SQL repeats the few statements of `sql.rs` these writes need; the
+//! PostgreSQL backend, whose row locks let writers run side by side, uses
+//! those instead. Both are exercised by the same test suite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, params};
+use sqlx::SqliteConnection;
+use tessera_core::{AccessTokenRecord, RefreshTokenRecord, UnixTime};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::{Rotation, StoreError, StoreResult};
+
+/// Writes taken into one transaction at most. Bounds how long the batch
+/// holds the write lock against the CLI and the sqlx writer.
+const MAX_BATCH: usize = 256;
+
+/// A write the batch thread knows how to do.
+pub(crate) enum Work {
+    /// The records of a newly issued grant.
+    Tokens {
+        access: Option<AccessTokenRecord>,
+        refresh: Option<RefreshTokenRecord>,
+    },
+    /// See [`crate::Store::rotate_refresh_token`].
+    Rotate {
+        old: RefreshTokenRecord,
+        new: RefreshTokenRecord,
+        access: Option<AccessTokenRecord>,
+        now: UnixTime,
+    },
+}
+
+/// What a write came to.
+pub(crate) enum Done {
+    Stored,
+    Rotation(Rotation),
+}
+
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<StoreResult<Done>>,
+}
+
+/// The handle requests use to queue writes; the thread ends when the last
+/// handle is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchWriter {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Dropped with the last handle, which stops the checkpointer.
+    _checkpointer: Arc<std::sync::mpsc::Sender<()>>,
+}
+
+impl BatchWriter {
+    /// Opens a connection to the database at `path` and starts the thread.
+    /// `write_lock` is the lock every writer of this process holds while it
+    /// writes.
+    pub(crate) fn start(
+        path: &std::path::Path,
+        write_lock: Arc<Mutex<SqliteConnection>>,
+    ) -> StoreResult<Self> {
+        let connection = open(path)?;
+        let (jobs, queue) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("tessera-sqlite-batch".into())
+            .spawn({
+                let write_lock = write_lock.clone();
+                move || run(connection, queue, write_lock)
+            })
+            .map_err(|e| StoreError::Internal(format!("cannot start the batch writer: {e}")))?;
+        let checkpoints = open(path)?;
+        let (stop, stopped) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("tessera-sqlite-checkpoint".into())
+            .spawn(move || checkpoint(checkpoints, stopped, write_lock))
+            .map_err(|e| StoreError::Internal(format!("cannot start the checkpointer: {e}")))?;
+        Ok(BatchWriter {
+            jobs,
+            _checkpointer: Arc::new(stop),
+        })
+    }
+
+    /// Queues `work` and waits until its batch has committed.
+    pub(crate) async fn write(&self, work: Work) -> StoreResult<Done> {
+        let (reply, done) = oneshot::channel();
+        self.jobs
+            .send(Job { work, reply })
+            .map_err(|_| StoreError::Unavailable("the batch writer has stopped".into()))?;
+        done.await
+            .map_err(|_| StoreError::Unavailable("the batch writer has stopped".into()))?
+    }
+}
+
+/// A read-write connection with the settings of sqlx's connections.
+fn open(path: &std::path::Path) -> StoreResult<Connection> {
+    let connection = Connection::open(path).map_err(store_error)?;
+    connection
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(store_error)?;
+    connection
+        .execute_batch(
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA journal_size_limit = 268435456;",
+        )
+        .map_err(store_error)?;
+    Ok(connection)
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Past this many pages (4 KiB each) the WAL is started over.
+const RESTART_WAL_AT: i64 = 32768;
+
+/// Copies the WAL back into the database file, off the writers' path.
+///
+/// SQLite would otherwise checkpoint inside the commit that crosses 1,000
+/// pages of WAL, with two `fsync`s, while every writer waits; every
+/// connection of this process has that turned off (`wal_autocheckpoint =
+/// 0`). A PASSIVE checkpoint takes no lock writers need, so commits go on
+/// while it writes and syncs. But under a steady stream of commits it never
+/// catches up with the last one, and SQLite starts the WAL over only then:
+/// so once the WAL is large, a RESTART checkpoint copies the little that is
+/// left while the writers wait on `write_lock`. Ends when the store is
+/// dropped.
+fn checkpoint(
+    connection: Connection,
+    stop: std::sync::mpsc::Receiver<()>,
+    write_lock: Arc<Mutex<SqliteConnection>>,
+) {
+    let run = |mode: &str| {
+        connection
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+                row.get::<_, i64>(1)
+            })
+            .inspect_err(|error| tracing::warn!(%error, "WAL checkpoint failed"))
+    };
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+    {
+        if let Ok(pages) = run("PASSIVE")
+            && pages > RESTART_WAL_AT
+        {
+            let _writers_wait = write_lock.blocking_lock();
+            let _ = run("RESTART");
+        }
+    }
+    // A last, complete one, so that a stopped process leaves a small WAL.
+    let _ = run("TRUNCATE");
+}
+
+fn run(
+    mut connection: Connection,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    write_lock: Arc<Mutex<SqliteConnection>>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcomes = {
+            let _lock = write_lock.blocking_lock();
+            commit_batch(&mut connection, &batch)
+        };
+        match outcomes {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    // The caller may have gone (its client hung up).
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "a batch of writes failed to commit");
+                for job in batch.drain(..) {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Unavailable(error.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Runs every job of `batch` in one transaction, each in its own savepoint.
+/// The outer error is the commit's: then nothing of the batch was stored.
+fn commit_batch(connection: &mut Connection, batch: &[Job]) -> StoreResult<Vec<StoreResult<Done>>> {
+    // IMMEDIATE: take the write lock now, not on the first write, so that a
+    // concurrent writer in another process makes us wait, not fail.
+    let mut transaction = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(store_error)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        let mut savepoint = transaction.savepoint().map_err(store_error)?;
+        let outcome = apply(&savepoint, &job.work);
+        if outcome.is_ok() {
+            savepoint.commit().map_err(store_error)?;
+        } else {
+            savepoint.rollback().map_err(store_error)?;
+        }
+        outcomes.push(outcome);
+    }
+    transaction.commit().map_err(store_error)?;
+    Ok(outcomes)
+}
+
+fn apply(connection: &Connection, work: &Work) -> StoreResult<Done> {
+    match work {
+        Work::Tokens { access, refresh } => {
+            if let Some(access) = access {
+                insert_access(connection, access)?;
+            }
+            if let Some(refresh) = refresh {
+                insert_refresh(connection, refresh)?;
+            }
+            Ok(Done::Stored)
+        }
+        Work::Rotate {
+            old,
+            new,
+            access,
+            now,
+        } => {
+            // RFC 9700 §4.14.2: rotation is single use, decided by one
+            // conditional UPDATE; reuse revokes the family.
+            let used = connection
+                .prepare_cached(
+                    "UPDATE refresh_tokens SET used_at = ?1 WHERE token_hash = ?2 \
+                     AND tenant_id = ?3 AND used_at IS NULL AND revoked_at IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![now.0, old.token_hash.0, old.tenant_id.0]))
+                .map_err(store_error)?;
+            if used == 1 {
+                insert_refresh(connection, new)?;
+                if let Some(access) = access {
+                    insert_access(connection, access)?;
+                }
+                return Ok(Done::Rotation(Rotation::Rotated));
+            }
+            for statement in [
+                "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+                "UPDATE access_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+            ] {
+                connection
+                    .prepare_cached(statement)
+                    .and_then(|mut s| s.execute(params![now.0, old.family_id]))
+                    .map_err(store_error)?;
+            }
+            Ok(Done::Rotation(Rotation::Reused))
+        }
+    }
+}
+
+fn insert_access(connection: &Connection, t: &AccessTokenRecord) -> StoreResult<()> {
+    connection
+        .prepare_cached(
+            "INSERT INTO access_tokens (jti, token_hash, tenant_id, client_id, user_id, scope, \
+             audiences, auth_time, issued_at, expires_at, family_id, revoked_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL) ON CONFLICT (jti) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                t.jti,
+                t.token_hash.as_ref().map(|h| &h.0),
+                t.tenant_id.0,
+                t.client_id.as_str(),
+                t.user_id,
+                t.scope.to_string(),
+                serde_json::to_string(&t.audiences).unwrap_or_else(|_| "[]".to_owned()),
+                t.auth_time.map(|a| a.0),
+                t.issued_at.0,
+                t.expires_at.0,
+                t.family_id,
+            ])
+        })
+        .map_err(store_error)?;
+    Ok(())
+}
+
+fn insert_refresh(connection: &Connection, t: &RefreshTokenRecord) -> StoreResult<()> {
+    connection
+        .prepare_cached(
+            "INSERT INTO refresh_tokens (token_hash, family_id, tenant_id, client_id, user_id, \
+             scope, auth_time, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                t.token_hash.0,
+                t.family_id,
+                t.tenant_id.0,
+                t.client_id.as_str(),
+                t.user_id,
+                t.scope.to_string(),
+                t.auth_time.map(|a| a.0),
+                t.issued_at.0,
+                t.expires_at.0,
+            ])
+        })
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// rusqlite's errors in the store's terms, as `From<sqlx::Error>` maps sqlx's.
+pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => match &error {
+            rusqlite::Error::SqliteFailure(e, _)
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+            {
+                StoreError::NotFound
+            }
+            _ => StoreError::Conflict,
+        },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Internal(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_core::secret::SecretHash;
+    use tessera_core::{ClientId, ScopeSet, TenantId};
+
+    use super::*;
+
+    fn refresh(hash: u8, family: &str) -> RefreshTokenRecord {
+        RefreshTokenRecord {
+            token_hash: SecretHash(vec![hash; 32]),
+            family_id: family.into(),
+            tenant_id: TenantId(1),
+            client_id: ClientId::new("client"),
+            user_id: None,
+            scope: ScopeSet::default(),
+            auth_time: None,
+            issued_at: UnixTime(1),
+            expires_at: UnixTime(1_000),
+            spent: false,
+        }
+    }
+
+    fn access(jti: &str, family: &str) -> AccessTokenRecord {
+        AccessTokenRecord {
+            token_hash: None,
+            jti: jti.into(),
+            tenant_id: TenantId(1),
+            client_id: ClientId::new("client"),
+            user_id: None,
+            scope: ScopeSet::default(),
+            audiences: vec!["api".into()],
+            auth_time: None,
+            issued_at: UnixTime(1),
+            expires_at: UnixTime(1_000),
+            family_id: Some(family.into()),
+            revoked: false,
+        }
+    }
+
+    /// A new database with Tessera's schema, in a directory removed on drop.
+    async fn migrated_database() -> (tempfile::TempDir, std::path::PathBuf, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batch.db");
+        let url = format!("sqlite://{}", path.display());
+        crate::connect(&url, &crate::PoolSettings::default())
+            .await
+            .unwrap();
+        (dir, path, url)
+    }
+
+    fn job(work: Work) -> (Job, oneshot::Receiver<StoreResult<Done>>) {
+        let (reply, outcome) = oneshot::channel();
+        (Job { work, reply }, outcome)
+    }
+
+    fn count(connection: &Connection, sql: &str) -> i64 {
+        connection.query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
+    /// One failing write in a batch is undone alone, with everything it did,
+    /// and the writes around it commit; rotations in one batch see each other.
+    #[tokio::test]
+    async fn a_failing_write_is_undone_alone_and_its_batch_commits() {
+        let (_dir, path, url) = migrated_database().await;
+        let mut connection = open(&path).unwrap();
+        // The records name no real tenant or client; this test is about the batch.
+        connection
+            .execute_batch("PRAGMA foreign_keys = OFF")
+            .unwrap();
+
+        let batch = [
+            job(Work::Tokens {
+                access: Some(access("a1", "f1")),
+                refresh: Some(refresh(1, "f1")),
+            }),
+            // Its refresh token's hash is taken: its access token must go too.
+            job(Work::Tokens {
+                access: Some(access("a2", "f2")),
+                refresh: Some(refresh(1, "f2")),
+            }),
+            job(Work::Rotate {
+                old: refresh(1, "f1"),
+                new: refresh(3, "f1"),
+                access: Some(access("a3", "f1")),
+                now: UnixTime(5),
+            }),
+            // The same token again, in the same batch: reuse.
+            job(Work::Rotate {
+                old: refresh(1, "f1"),
+                new: refresh(4, "f1"),
+                access: Some(access("a4", "f1")),
+                now: UnixTime(6),
+            }),
+        ];
+        let (jobs, replies): (Vec<Job>, Vec<_>) = batch.into_iter().unzip();
+        let outcomes = commit_batch(&mut connection, &jobs).unwrap();
+
+        assert!(matches!(outcomes[0], Ok(Done::Stored)));
+        assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
+        assert!(matches!(outcomes[2], Ok(Done::Rotation(Rotation::Rotated))));
+        assert!(matches!(outcomes[3], Ok(Done::Rotation(Rotation::Reused))));
+        drop(replies);
+
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM access_tokens WHERE jti = 'a2'"
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM access_tokens WHERE jti = 'a4'"
+            ),
+            0
+        );
+        assert_eq!(count(&connection, "SELECT count(*) FROM refresh_tokens"), 2);
+        // The reuse revoked the family, the rotation's new tokens included.
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL"
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM access_tokens WHERE revoked_at = 6"
+            ),
+            2
+        );
+    }
+
+    /// Writes queued from many tasks at once are each answered with their
+    /// own outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_queued_write_is_answered() {
+        let (_dir, path, url) = migrated_database().await;
+        let write_lock = Arc::new(Mutex::new(sqlx::Connection::connect(&url).await.unwrap()));
+        let writer = BatchWriter::start(&path, write_lock).unwrap();
+        // Without tenants and clients the foreign keys refuse every write:
+        // each caller must hear so, and nothing may be stored.
+        let writes = (0..200u8).map(|i| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .write(Work::Tokens {
+                        access: Some(access(&format!("jti-{i}"), "f")),
+                        refresh: None,
+                    })
+                    .await
+            })
+        });
+        let writes: Vec<_> = writes.collect();
+        for write in writes {
+            assert!(matches!(write.await.unwrap(), Err(StoreError::NotFound)));
+        }
+    }
+}
