@@ -180,6 +180,9 @@ pub struct VerifiedClaims {
     pub scope: String,
     #[serde(default)]
     pub auth_time: Option<UnixTime>,
+    /// The `kid` of the key whose signature was verified.
+    #[serde(skip)]
+    pub kid: String,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -243,7 +246,10 @@ pub fn verify_access_token<'a>(
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
         .verify(signed.as_bytes(), &signature)
         .ok()?;
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload_b64).ok()?).ok()
+    let mut claims: VerifiedClaims =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload_b64).ok()?).ok()?;
+    claims.kid = kid;
+    Some(claims)
 }
 
 #[cfg(test)]
@@ -288,6 +294,7 @@ mod tests {
         });
         let token = key.sign(&claims).unwrap();
         let verified = verify_access_token(&token, [generated.public_jwk.as_str()]).unwrap();
+        assert_eq!(verified.kid, generated.kid);
         assert_eq!(verified.aud, vec!["a"]);
         assert_eq!(verified.jti, "j");
         assert!(verify_access_token(&token, [other.public_jwk.as_str()]).is_none());

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
+use tessera_core::jwt::VerifiedClaims;
 use tessera_core::{Client, SigningKeyRecord, Tenant, TenantId, UnixTime};
 use tessera_store::{Store, StoreResult};
 
@@ -26,6 +27,9 @@ tokio::task_local! {
 /// Entries beyond this many are dropped, so that requests naming unknown
 /// tenants or clients cannot grow the cache without bound.
 const MAX_ENTRIES: usize = 50_000;
+
+/// Verified JWTs kept at most (about 1 KiB each); past it they start afresh.
+const MAX_VERIFIED_JWTS: usize = 4_096;
 
 #[derive(Default)]
 pub struct ConfigCache {
@@ -39,6 +43,10 @@ struct Entries {
     clients: HashMap<(i64, String), Option<Client>>,
     /// Every key of a tenant, published or not, in the store's order.
     keys: HashMap<i64, Arc<Vec<SigningKeyRecord>>>,
+    /// JWT access tokens whose signature checked out, with their tenant id:
+    /// introspection of the same token, which resource servers repeat for
+    /// every call they serve, then skips the ECDSA verification.
+    verified_jwts: HashMap<String, (i64, Arc<VerifiedClaims>)>,
 }
 
 impl Entries {
@@ -153,5 +161,42 @@ impl ConfigCache {
             .filter(|k| k.retire_at.is_none_or(|at| now < at))
             .cloned()
             .collect())
+    }
+
+    /// The claims of `token` if its signature was verified under this
+    /// request's configuration version. The caller checks that the key that
+    /// signed it (`kid`) is still published.
+    pub fn verified_jwt(&self, tenant: TenantId, token: &str) -> Option<Arc<VerifiedClaims>> {
+        let version = CONFIG_VERSION.try_with(|v| *v).ok()?;
+        let entries = self.state.read().ok()?;
+        if entries.version != Some(version) {
+            return None;
+        }
+        match entries.verified_jwts.get(token) {
+            Some((owner, claims)) if *owner == tenant.0 => Some(claims.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers that `token`'s signature checked out.
+    pub fn remember_verified_jwt(
+        &self,
+        tenant: TenantId,
+        token: &str,
+        claims: Arc<VerifiedClaims>,
+    ) {
+        let Ok(version) = CONFIG_VERSION.try_with(|v| *v) else {
+            return;
+        };
+        if let Ok(mut entries) = self.state.write()
+            && entries.version == Some(version)
+        {
+            if entries.verified_jwts.len() >= MAX_VERIFIED_JWTS {
+                entries.verified_jwts.clear();
+            }
+            entries
+                .verified_jwts
+                .insert(token.to_owned(), (tenant.0, claims));
+        }
     }
 }

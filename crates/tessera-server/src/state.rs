@@ -12,6 +12,7 @@ use tessera_store::{Store, StoreResult};
 
 use crate::config_cache::ConfigCache;
 use crate::service::ServiceError;
+use tessera_core::jwt::{VerifiedClaims, verify_access_token};
 
 /// Name of the deployment-wide key of the secret hasher in `server_secrets`.
 pub(crate) const HASH_KEY_NAME: &str = "secret-hash-key";
@@ -100,5 +101,30 @@ impl AppState {
         if let Ok(mut keys) = self.signing_keys.write() {
             keys.insert(key.kid().to_owned(), key);
         }
+    }
+
+    /// The claims of a JWT access token of `tenant` signed by one of `keys`
+    /// (its published keys), verifying the signature only the first time
+    /// while the configuration is unchanged.
+    pub(crate) fn verify_access_token(
+        &self,
+        tenant: TenantId,
+        token: &str,
+        keys: &[SigningKeyRecord],
+    ) -> Option<Arc<VerifiedClaims>> {
+        // A remembered verification counts only while its key is published:
+        // retirement is a matter of time, not of a configuration change.
+        if let Some(claims) = self.config.verified_jwt(tenant, token)
+            && keys.iter().any(|key| key.kid == claims.kid)
+        {
+            return Some(claims);
+        }
+        let claims = Arc::new(verify_access_token(
+            token,
+            keys.iter().map(|k| k.public_jwk.as_str()),
+        )?);
+        self.config
+            .remember_verified_jwt(tenant, token, claims.clone());
+        Some(claims)
     }
 }

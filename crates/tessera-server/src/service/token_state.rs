@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use tessera_core::jwt::verify_access_token;
 use tessera_core::secret::Purpose;
 use tessera_core::{
     AccessTokenRecord, Client, ClientId, RefreshTokenRecord, ScopeSet, Tenant, TokenError, UnixTime,
@@ -97,8 +96,7 @@ async fn find_access(
             .map(Found::Access));
     }
     let keys = state.published_keys(tenant.id, now).await?;
-    let Some(claims) = verify_access_token(token, keys.iter().map(|k| k.public_jwk.as_str()))
-    else {
+    let Some(claims) = state.verify_access_token(tenant.id, token, &keys) else {
         return Ok(None);
     };
     if claims.iss != state.issuer(&tenant.name) {
@@ -115,12 +113,12 @@ async fn find_access(
     let user_id = claims.auth_time.map(|_| claims.sub.clone());
     Ok(Some(Found::Access(AccessTokenRecord {
         token_hash: None,
-        jti: claims.jti,
+        jti: claims.jti.clone(),
         tenant_id: tenant.id,
-        client_id: ClientId::new(claims.client_id),
+        client_id: ClientId::new(claims.client_id.clone()),
         user_id,
         scope: ScopeSet::parse(&claims.scope).unwrap_or_default(),
-        audiences: claims.aud,
+        audiences: claims.aud.clone(),
         auth_time: claims.auth_time,
         issued_at: claims.iat,
         expires_at: claims.exp,

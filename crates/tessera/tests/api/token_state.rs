@@ -175,6 +175,11 @@ async fn inactive_for_unknown_malformed_expired_and_foreign_tokens() {
         introspect(&app, "other", &foreign_resource, &foreign).await["active"],
         true
     );
+    // Its verification, now remembered for "other", does not carry over.
+    assert_eq!(
+        introspect(&app, "acme", &resource, &foreign).await,
+        inactive
+    );
 
     // An expired opaque token.
     let opaque = opaque_client(&app, "acme").await;
