@@ -61,7 +61,11 @@ impl SqliteStore {
             .run(&mut writer)
             .await?;
         let writer = Arc::new(tokio::sync::Mutex::new(writer));
-        let batch = BatchWriter::start(options.get_filename(), writer.clone())?;
+        let batch = BatchWriter::start(
+            options.get_filename(),
+            writer.clone(),
+            pool_settings.acquire_timeout,
+        )?;
         let readers = Arc::new(Readers::open(options.get_filename())?);
         Ok(SqliteStore {
             pool,

@@ -63,6 +63,9 @@ struct Job {
 #[derive(Debug, Clone)]
 pub(crate) struct BatchWriter {
     jobs: mpsc::UnboundedSender<Job>,
+    /// How long a caller waits for its batch before it is told the
+    /// database is unavailable, like a writer waiting for a connection.
+    timeout: Duration,
     /// Dropped with the last handle, which stops the checkpointer.
     _checkpointer: Arc<std::sync::mpsc::Sender<()>>,
 }
@@ -70,10 +73,11 @@ pub(crate) struct BatchWriter {
 impl BatchWriter {
     /// Opens a connection to the database at `path` and starts the thread.
     /// `write_lock` is the lock every writer of this process holds while it
-    /// writes.
+    /// writes; `timeout` bounds a caller's wait.
     pub(crate) fn start(
         path: &std::path::Path,
         write_lock: Arc<Mutex<SqliteConnection>>,
+        timeout: Duration,
     ) -> StoreResult<Self> {
         let connection = open(path)?;
         let (jobs, queue) = mpsc::unbounded_channel();
@@ -85,6 +89,11 @@ impl BatchWriter {
             })
             .map_err(|e| StoreError::Internal(format!("cannot start the batch writer: {e}")))?;
         let checkpoints = open(path)?;
+        // The checkpointer gives way quickly to a long reader (another
+        // process) rather than keep the writers waiting on `write_lock`.
+        checkpoints
+            .busy_timeout(CHECKPOINT_PATIENCE)
+            .map_err(store_error)?;
         let (stop, stopped) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("tessera-sqlite-checkpoint".into())
@@ -92,18 +101,23 @@ impl BatchWriter {
             .map_err(|e| StoreError::Internal(format!("cannot start the checkpointer: {e}")))?;
         Ok(BatchWriter {
             jobs,
+            timeout,
             _checkpointer: Arc::new(stop),
         })
     }
 
-    /// Queues `work` and waits until its batch has committed.
+    /// Queues `work` and waits until its batch has committed. A write whose
+    /// caller stopped waiting before its batch began is not made.
     pub(crate) async fn write(&self, work: Work) -> StoreResult<Done> {
+        let stopped = || StoreError::Unavailable("the batch writer has stopped".into());
         let (reply, done) = oneshot::channel();
-        self.jobs
-            .send(Job { work, reply })
-            .map_err(|_| StoreError::Unavailable("the batch writer has stopped".into()))?;
-        done.await
-            .map_err(|_| StoreError::Unavailable("the batch writer has stopped".into()))?
+        self.jobs.send(Job { work, reply }).map_err(|_| stopped())?;
+        tokio::time::timeout(self.timeout, done)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("timed out waiting for the database writer".into())
+            })?
+            .map_err(|_| stopped())?
     }
 }
 
@@ -128,6 +142,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Past this many pages (4 KiB each) the WAL is started over.
 const RESTART_WAL_AT: i64 = 32768;
 
+/// How long the checkpointer waits for readers before it tries again later.
+const CHECKPOINT_PATIENCE: Duration = Duration::from_millis(500);
+
 /// Copies the WAL back into the database file, off the writers' path.
 ///
 /// SQLite would otherwise checkpoint inside the commit that crosses 1,000
@@ -137,8 +154,8 @@ const RESTART_WAL_AT: i64 = 32768;
 /// while it writes and syncs. But under a steady stream of commits it never
 /// catches up with the last one, and SQLite starts the WAL over only then:
 /// so once the WAL is large, a RESTART checkpoint copies the little that is
-/// left while the writers wait on `write_lock`. Ends when the store is
-/// dropped.
+/// left while the writers wait on `write_lock`, and the next write starts
+/// the WAL over. Ends when the store is dropped.
 fn checkpoint(
     connection: Connection,
     stop: std::sync::mpsc::Receiver<()>,
@@ -151,13 +168,20 @@ fn checkpoint(
             })
             .inspect_err(|error| tracing::warn!(%error, "WAL checkpoint failed"))
     };
+    // The WAL's size when it was last restarted: until the next write
+    // starts it over, PASSIVE still reports that size, and an idle server
+    // must not take the writers' lock again for nothing.
+    let mut restarted_at = None;
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
     {
         if let Ok(pages) = run("PASSIVE")
             && pages > RESTART_WAL_AT
+            && restarted_at != Some(pages)
         {
             let _writers_wait = write_lock.blocking_lock();
-            let _ = run("RESTART");
+            if run("RESTART").is_ok() {
+                restarted_at = Some(pages);
+            }
         }
     }
     // A last, complete one, so that a stopped process leaves a small WAL.
@@ -211,6 +235,13 @@ fn commit_batch(connection: &mut Connection, batch: &[Job]) -> StoreResult<Vec<S
         .map_err(store_error)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
+        // Its caller has gone (timed out, or its client hung up): a rotation
+        // made now would spend a refresh token nobody receives, and the
+        // client's retry would look like reuse.
+        if job.reply.is_closed() {
+            outcomes.push(Err(StoreError::Unavailable("the caller has gone".into())));
+            continue;
+        }
         let mut savepoint = transaction.savepoint().map_err(store_error)?;
         let outcome = apply(&savepoint, &job.work);
         if outcome.is_ok() {
@@ -324,12 +355,13 @@ fn insert_refresh(connection: &Connection, t: &RefreshTokenRecord) -> StoreResul
 pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
     match error.sqlite_error_code() {
         Some(ErrorCode::ConstraintViolation) => match &error {
-            rusqlite::Error::SqliteFailure(e, _)
-                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
-            {
-                StoreError::NotFound
-            }
-            _ => StoreError::Conflict,
+            rusqlite::Error::SqliteFailure(e, _) => match e.extended_code {
+                rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => StoreError::NotFound,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => StoreError::Conflict,
+                _ => StoreError::Internal(error.to_string()),
+            },
+            _ => StoreError::Internal(error.to_string()),
         },
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             StoreError::Unavailable(error.to_string())
@@ -401,7 +433,7 @@ mod tests {
     /// and the writes around it commit; rotations in one batch see each other.
     #[tokio::test]
     async fn a_failing_write_is_undone_alone_and_its_batch_commits() {
-        let (_dir, path, url) = migrated_database().await;
+        let (_dir, path, _) = migrated_database().await;
         let mut connection = open(&path).unwrap();
         // The records name no real tenant or client; this test is about the batch.
         connection
@@ -431,15 +463,29 @@ mod tests {
                 access: Some(access("a4", "f1")),
                 now: UnixTime(6),
             }),
+            // Its caller stops waiting before the batch begins.
+            job(Work::Tokens {
+                access: Some(access("a5", "f5")),
+                refresh: None,
+            }),
         ];
-        let (jobs, replies): (Vec<Job>, Vec<_>) = batch.into_iter().unzip();
+        let (jobs, mut replies): (Vec<Job>, Vec<_>) = batch.into_iter().unzip();
+        drop(replies.pop());
         let outcomes = commit_batch(&mut connection, &jobs).unwrap();
 
         assert!(matches!(outcomes[0], Ok(Done::Stored)));
         assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
         assert!(matches!(outcomes[2], Ok(Done::Rotation(Rotation::Rotated))));
         assert!(matches!(outcomes[3], Ok(Done::Rotation(Rotation::Reused))));
+        assert!(matches!(outcomes[4], Err(StoreError::Unavailable(_))));
         drop(replies);
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM access_tokens WHERE jti = 'a5'"
+            ),
+            0
+        );
 
         assert_eq!(
             count(
@@ -479,7 +525,7 @@ mod tests {
     async fn every_queued_write_is_answered() {
         let (_dir, path, url) = migrated_database().await;
         let write_lock = Arc::new(Mutex::new(sqlx::Connection::connect(&url).await.unwrap()));
-        let writer = BatchWriter::start(&path, write_lock).unwrap();
+        let writer = BatchWriter::start(&path, write_lock, Duration::from_secs(5)).unwrap();
         // Without tenants and clients the foreign keys refuse every write:
         // each caller must hear so, and nothing may be stored.
         let writes = (0..200u8).map(|i| {
