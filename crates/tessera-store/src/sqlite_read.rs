@@ -86,7 +86,11 @@ impl Readers {
         tenant: TenantId,
         token_hash: &SecretHash,
     ) -> StoreResult<Option<AccessTokenRecord>> {
-        self.access_token("token_hash", &token_hash.0, tenant)
+        self.access_token(
+            "SELECT * FROM access_tokens WHERE token_hash = ?1 AND tenant_id = ?2",
+            &token_hash.0,
+            tenant,
+        )
     }
 
     pub(crate) fn access_token_by_jti(
@@ -94,19 +98,21 @@ impl Readers {
         tenant: TenantId,
         jti: &str,
     ) -> StoreResult<Option<AccessTokenRecord>> {
-        self.access_token("jti", &jti, tenant)
+        self.access_token(
+            "SELECT * FROM access_tokens WHERE jti = ?1 AND tenant_id = ?2",
+            &jti,
+            tenant,
+        )
     }
 
     fn access_token(
         &self,
-        column: &'static str,
+        sql: &'static str,
         value: &dyn rusqlite::ToSql,
         tenant: TenantId,
     ) -> StoreResult<Option<AccessTokenRecord>> {
-        // `column` is one of two constants, never input.
-        let sql = format!("SELECT * FROM access_tokens WHERE {column} = ?1 AND tenant_id = ?2");
         self.connection()?
-            .prepare_cached(&sql)
+            .prepare_cached(sql)
             .and_then(|mut statement| {
                 statement
                     .query_row(params![value, tenant.0], access_from_row)
