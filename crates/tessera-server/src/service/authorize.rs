@@ -14,7 +14,7 @@ use tessera_core::{
 
 use super::credentials::{Verdict, check_password};
 use super::token::{Subject, issue_access_token};
-use super::{ServiceError, new_id, new_secret};
+use super::{ServiceError, new_ordered_id, new_secret};
 use crate::AppState;
 
 /// How long a validated authorization request waits for login and consent.
@@ -461,7 +461,7 @@ async fn finish(
             code_challenge: pending.code_challenge.clone(),
             auth_time: session.auth_time,
             expires_at: now.plus_seconds(tenant.lifetimes.authorization_code),
-            family_id: new_id(),
+            family_id: new_ordered_id(),
         })
         .await?;
     // RFC 6749 §4.1.2 with the issuer of RFC 9207 §2.
@@ -506,7 +506,7 @@ async fn implicit_response(
         id: session.user_id.clone(),
         auth_time: session.auth_time,
     };
-    let family_id = new_id();
+    let family_id = new_ordered_id();
     let token = issue_access_token(
         state,
         tenant,

@@ -82,3 +82,46 @@ pub fn new_id() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>())
 }
+
+/// A new unique identifier that sorts by creation time: 48 bits of Unix
+/// milliseconds then 80 random bits, as 32 lowercase hex digits (which,
+/// unlike base64url, compare in the order of their bytes). For `jti`s and
+/// grant families: their index entries are then appended where the last ones
+/// went, instead of dirtying a random B-tree page per token (the layout of
+/// UUIDv7, RFC 9562 §5.7). The creation time it reveals is the token's
+/// `iat` anyway.
+pub fn new_ordered_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let random = u128::from_be_bytes(random_bytes::<16>()) >> 48;
+    format!("{:032x}", (millis & 0xffff_ffff_ffff) << 80 | random)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_ids_sort_by_creation_time_and_differ_within_a_millisecond() {
+        let first = new_ordered_id();
+        let same_millisecond = new_ordered_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = new_ordered_id();
+        assert_eq!(first.len(), 32);
+        assert!(
+            first
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_ne!(first, same_millisecond);
+        assert!(first < later && same_millisecond < later, "{first} {later}");
+        // The first 12 digits are the milliseconds since the epoch.
+        let millis = i64::from_str_radix(&later[..12], 16).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!((now - millis).abs() < 1_000);
+    }
+}

@@ -14,7 +14,7 @@ use tessera_core::{
 use tessera_store::{CodeRedemption, Rotation};
 
 use super::credentials::{Verdict, check_password};
-use super::{ServiceError, new_id, new_secret};
+use super::{ServiceError, new_ordered_id, new_secret};
 use crate::AppState;
 
 /// A successful token response (RFC 6749 §5.1).
@@ -347,7 +347,7 @@ async fn issue(
     family_id: Option<&str>,
     now: UnixTime,
 ) -> Result<TokenResponse, TokenError> {
-    let family_id = family_id.map(str::to_owned).unwrap_or_else(new_id);
+    let family_id = family_id.map(str::to_owned).unwrap_or_else(new_ordered_id);
     let access = mint_access_token(
         state,
         tenant,
@@ -443,7 +443,7 @@ async fn mint_access_token(
     family_id: Option<&str>,
     now: UnixTime,
 ) -> Result<MintedAccess, TokenError> {
-    let jti = new_id();
+    let jti = new_ordered_id();
     let expires_at = now.plus_seconds(client.lifetimes(tenant.lifetimes).access_token);
     let audiences = audiences(state, tenant, client);
     let (user_id, auth_time) = match subject {
