@@ -40,7 +40,8 @@ pub struct ConfigCache {
 struct Entries {
     version: Option<i64>,
     tenants: HashMap<String, Option<Tenant>>,
-    clients: HashMap<(i64, String), Option<Client>>,
+    /// Shared, not cloned, with the requests that use them.
+    clients: HashMap<(i64, String), Option<Arc<Client>>>,
     /// Every key of a tenant, published or not, in the store's order.
     keys: HashMap<i64, Arc<Vec<SigningKeyRecord>>>,
     /// JWT access tokens whose signature checked out, with their tenant id:
@@ -124,25 +125,26 @@ impl ConfigCache {
         store: &dyn Store,
         tenant: TenantId,
         client_id: &str,
-    ) -> StoreResult<Option<Client>> {
+    ) -> StoreResult<Option<Arc<Client>>> {
         let key = (tenant.0, client_id.to_owned());
         self.cached(
             |e| e.clients.get(&key).cloned(),
             |e, v| {
                 e.clients.insert(key.clone(), v);
             },
-            || store.client(tenant, client_id),
+            || async { Ok(store.client(tenant, client_id).await?.map(Arc::new)) },
         )
         .await
     }
 
     /// The keys published at `now`, newest first, as `Store::published_keys`.
+    /// Usually that is all of them, and the cached list itself is returned.
     pub async fn published_keys(
         &self,
         store: &dyn Store,
         tenant: TenantId,
         now: UnixTime,
-    ) -> StoreResult<Vec<SigningKeyRecord>> {
+    ) -> StoreResult<Arc<Vec<SigningKeyRecord>>> {
         let all = self
             .cached(
                 |e| e.keys.get(&tenant.0).cloned(),
@@ -156,11 +158,13 @@ impl ConfigCache {
                 },
             )
             .await?;
-        Ok(all
-            .iter()
-            .filter(|k| k.retire_at.is_none_or(|at| now < at))
-            .cloned()
-            .collect())
+        let published = |key: &SigningKeyRecord| key.retire_at.is_none_or(|at| now < at);
+        if all.iter().all(published) {
+            return Ok(all);
+        }
+        Ok(Arc::new(
+            all.iter().filter(|k| published(k)).cloned().collect(),
+        ))
     }
 
     /// The claims of `token` if its signature was verified under this

@@ -71,7 +71,7 @@ impl AppState {
         &self,
         tenant: TenantId,
         client_id: &str,
-    ) -> StoreResult<Option<Client>> {
+    ) -> StoreResult<Option<Arc<Client>>> {
         self.config
             .client(self.store.as_ref(), tenant, client_id)
             .await
@@ -82,7 +82,7 @@ impl AppState {
         &self,
         tenant: TenantId,
         now: UnixTime,
-    ) -> StoreResult<Vec<SigningKeyRecord>> {
+    ) -> StoreResult<Arc<Vec<SigningKeyRecord>>> {
         self.config
             .published_keys(self.store.as_ref(), tenant, now)
             .await

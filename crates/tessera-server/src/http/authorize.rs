@@ -311,7 +311,7 @@ pub async fn login(
     } else {
         match service::pending(&state, &tenant, request_id, now).await {
             Ok(view) => (
-                Some(view.client.name),
+                Some(view.client.name.clone()),
                 format!(
                     "{}/consent?request={}",
                     page.issuer,

@@ -20,7 +20,7 @@ use crate::service::client_auth::{PresentedCredentials, authenticate};
 pub struct ClientRequest {
     pub tenant: Tenant,
     pub form: FormParams,
-    pub client: Client,
+    pub client: std::sync::Arc<Client>,
 }
 
 impl ClientRequest {

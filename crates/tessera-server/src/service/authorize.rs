@@ -178,7 +178,7 @@ pub async fn begin(
 #[derive(Debug)]
 pub struct PendingView {
     pub pending: PendingAuthorization,
-    pub client: Client,
+    pub client: std::sync::Arc<Client>,
     pub scopes: Vec<ScopeDefinition>,
 }
 

@@ -1,5 +1,7 @@
 //! Client authentication at the token endpoint (RFC 6749 §2.3).
 
+use std::sync::Arc;
+
 use tessera_core::secret::{BearerSecret, Purpose};
 use tessera_core::{AuthMethod, Client, Tenant, TokenError};
 
@@ -46,7 +48,7 @@ pub async fn authenticate(
     state: &AppState,
     tenant: &Tenant,
     presented: PresentedCredentials,
-) -> Result<Client, TokenError> {
+) -> Result<Arc<Client>, TokenError> {
     let basic_attempted = presented.is_basic();
     let fail = |description| TokenError::InvalidClient {
         description,
