@@ -5,9 +5,12 @@
 //! a round trip to sqlx's worker thread per statement and one WAL commit,
 //! while every other writer waits for SQLite's single write lock. Here one
 //! thread owns a connection, takes every write that has queued up while the
-//! previous batch ran, and commits them together. Each write runs inside its
-//! own savepoint, so one that fails is undone alone and reported to its own
-//! caller; a caller hears of success only once the batch has committed.
+//! previous batch ran, and commits them together. The batch first runs
+//! without savepoints, which cost a statement journal per write; should one
+//! write fail, the whole transaction is rolled back and the batch is run
+//! again with each write in its own savepoint, so that the failing one is
+//! undone alone and reported to its own caller. A caller hears of success
+//! only once the batch has committed.
 //!
 //! The batch thread takes the same in-process lock as the sqlx writer
 //! connection, so the two never meet on SQLite's lock inside this process;
@@ -266,8 +269,13 @@ fn run_batch(
         if !savepoints {
             match apply(&transaction, &job.work) {
                 Ok(done) => outcomes.push(Ok(done)),
-                // Dropping the transaction rolls it back.
-                Err(_) => return Ok(None),
+                Err(error) => {
+                    // The caller reruns the batch with savepoints, which
+                    // reports this failure to the job's own caller.
+                    tracing::debug!(%error, "a batched write failed; retrying with savepoints");
+                    transaction.rollback().map_err(store_error)?;
+                    return Ok(None);
+                }
             }
             continue;
         }

@@ -77,7 +77,8 @@ pub fn new_secret() -> BearerSecret {
     BearerSecret::from_random_bytes(random_bytes::<32>())
 }
 
-/// A new unique identifier (128 bits, base64url): client ids, jti, families.
+/// A new unique identifier (128 bits, base64url): client ids and user ids.
+/// Token ids and grant families use [`new_ordered_id`].
 pub fn new_id() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>())
