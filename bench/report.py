@@ -14,6 +14,7 @@ NAMES = {
     "3b": "3b. introspection, JWT",
     "4": "4. refresh_token rotation",
     "5": "5. authorization_code + PKCE",
+    "1c": "1. client_credentials, JWT, restarted server",
     "1t": f"1. client_credentials, JWT, {int(tenants):,} more tenants",
 }
 
@@ -33,7 +34,7 @@ print(f"backend: {backend}; {duration} s per run, {connections} connections, wrk
 print()
 print("| scenario | server | requests/s | p50 ms | p99 ms | errors | peak RSS MB |")
 print("|---|---|---:|---:|---:|---:|---:|")
-for scenario in ["1", "2", "3a", "3b", "4", "5", "1t"]:
+for scenario in ["1", "2", "3a", "3b", "4", "5", "1c", "1t"]:
     for server in ["tessera", "limit", "peer"]:
         f = median(scenario, server)
         if f:
@@ -46,13 +47,14 @@ for server in ["limit", "peer"]:
     f = median("1", server)
     if f and headline:
         print(f"scenario 1, Tessera / {server}: {headline['rps'] / f['rps']:.2f}")
-for scenario, against in [("2", "1"), ("4", "1"), ("3a", None), ("3b", None), ("1t", "1")]:
+for scenario, against in [("2", "1"), ("4", "1"), ("3a", None), ("3b", None), ("1t", "1c")]:
     f = median(scenario, "tessera")
     limit = median("1", "limit")
     if not f:
         continue
     if against:
-        print(f"scenario {scenario} / scenario 1 (Tessera): {f['rps'] / headline['rps']:.2f}")
+        base = median(against, "tessera")
+        print(f"scenario {scenario} / scenario {against} (Tessera): {f['rps'] / base['rps']:.2f}")
     elif limit:
         print(f"scenario {scenario} (Tessera) / limit: {f['rps'] / limit['rps']:.2f}")
 errors = sum(r["figures"]["errors"] for r in runs)
