@@ -17,8 +17,22 @@ use tessera_core::jwt::{VerifiedClaims, verify_access_token};
 /// Name of the deployment-wide key of the secret hasher in `server_secrets`.
 pub(crate) const HASH_KEY_NAME: &str = "secret-hash-key";
 
+/// Cloned several times per request (by the router, the middleware and the
+/// `State` extractor), so everything but two small settings sits behind
+/// one `Arc`: a clone is one reference count, not a copy of the hasher's
+/// HMAC context and the public URL.
 #[derive(Clone)]
 pub struct AppState {
+    shared: Arc<Shared>,
+    /// Brute-force throttling of passwords.
+    pub throttle: ThrottlePolicy,
+    /// Take the client address from the last `X-Forwarded-For` entry (set this
+    /// only behind a proxy that writes that header).
+    pub trust_forwarded_for: bool,
+}
+
+/// The part of [`AppState`] that every clone shares.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub hasher: SecretHasher,
     /// Public base URL, without a trailing slash; every issuer and link is
@@ -26,19 +40,22 @@ pub struct AppState {
     pub public_url: String,
     /// Tenants, clients and signing keys, checked against the database's
     /// configuration version on every request (see `config_cache`).
-    config: Arc<ConfigCache>,
+    config: ConfigCache,
     /// Parsed signing keys by kid. A kid names one immutable key, so this
     /// cache can never be stale; it only saves re-parsing PKCS#8 per token.
-    signing_keys: Arc<RwLock<HashMap<String, Arc<SigningKey>>>>,
+    signing_keys: RwLock<HashMap<String, Arc<SigningKey>>>,
     /// Bounds concurrent Argon2id verifications (19 MiB and tens of
     /// milliseconds each), so a flood of logins queues instead of exhausting
     /// memory and starving the token endpoint.
-    pub(crate) password_checks: Arc<tokio::sync::Semaphore>,
-    /// Brute-force throttling of passwords.
-    pub throttle: ThrottlePolicy,
-    /// Take the client address from the last `X-Forwarded-For` entry (set this
-    /// only behind a proxy that writes that header).
-    pub trust_forwarded_for: bool,
+    pub(crate) password_checks: tokio::sync::Semaphore,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl AppState {
@@ -48,19 +65,20 @@ impl AppState {
             .server_secret(HASH_KEY_NAME, crate::service::random_bytes::<32>().to_vec())
             .await?;
         Ok(AppState {
-            store,
-            hasher: SecretHasher::new(&key),
-            public_url: public_url.trim_end_matches('/').to_owned(),
-            config: Arc::default(),
-            signing_keys: Arc::default(),
-            password_checks: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            shared: Arc::new(Shared {
+                store,
+                hasher: SecretHasher::new(&key),
+                public_url: public_url.trim_end_matches('/').to_owned(),
+                config: ConfigCache::default(),
+                signing_keys: RwLock::default(),
+                password_checks: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                ),
+            }),
             throttle: ThrottlePolicy::default(),
             trust_forwarded_for: false,
         })
     }
-
     /// The tenant named `name`, through the configuration cache.
     pub(crate) async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
         self.config.tenant_by_name(self.store.as_ref(), name).await
