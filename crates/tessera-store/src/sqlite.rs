@@ -67,6 +67,14 @@ impl SqliteStore {
             pool_settings.acquire_timeout,
         )?;
         let readers = Arc::new(Readers::open(options.get_filename())?);
+        if readers.needs_first_commit() {
+            // Every process start leaves the WAL-index change counter at 0,
+            // where the readers cannot trust it (`sqlite_read::CommitWatch`);
+            // a commit moves it. Every node reloads its configuration once.
+            sqlx::query("UPDATE config_version SET version = version + 1")
+                .execute(&mut *writer.lock().await)
+                .await?;
+        }
         Ok(SqliteStore {
             pool,
             writer,

@@ -42,7 +42,7 @@ pub(crate) struct Readers {
 
 impl Readers {
     pub(crate) fn open(path: &Path) -> StoreResult<Self> {
-        let connections = (0..READERS)
+        let connections: Vec<Mutex<Connection>> = (0..READERS)
             .map(|_| {
                 let connection = Connection::open_with_flags(
                     path,
@@ -55,7 +55,13 @@ impl Readers {
                 Ok(Mutex::new(connection))
             })
             .collect::<StoreResult<_>>()?;
-        let commits = CommitWatch::open(path);
+        // SQLite names the `-shm` file after the path it resolved (symbolic
+        // links followed), which may not be the one it was given.
+        let commits = connections[0]
+            .lock()
+            .ok()
+            .and_then(|connection| connection.path().map(|p| p.to_owned()))
+            .and_then(|resolved| CommitWatch::open(Path::new(&resolved)));
         if commits.is_none() {
             tracing::debug!("no readable -shm file: the configuration version is read per request");
         }
@@ -76,6 +82,14 @@ impl Readers {
         self.connections[0]
             .lock()
             .map_err(|_| StoreError::Internal("a reader panicked".into()))
+    }
+
+    /// True when the WAL-index header cannot be trusted yet (see
+    /// [`CommitWatch::header`]) and a commit would make it so.
+    pub(crate) fn needs_first_commit(&self) -> bool {
+        self.commits
+            .as_ref()
+            .is_some_and(|commits| commits.header().is_none())
     }
 
     /// The configuration version, as of a moment after this call began.
@@ -184,8 +198,9 @@ struct CommitWatch {
 }
 
 impl CommitWatch {
-    /// Opens the `-shm` file of the database at `path`, which exists once a
-    /// connection has opened the database in WAL mode.
+    /// Opens the `-shm` file of the database file at `path` (as SQLite
+    /// resolved it), which exists once a connection has opened the database
+    /// in WAL mode.
     fn open(path: &Path) -> Option<Self> {
         let mut name = path.as_os_str().to_owned();
         name.push("-shm");
@@ -195,8 +210,15 @@ impl CommitWatch {
         })
     }
 
-    /// The current header; `None` while a writer is rewriting it, or when
-    /// it awaits recovery after a crash.
+    /// The current header; `None` while a writer is rewriting it, when it
+    /// awaits recovery after a crash, or while its change counter is 0.
+    ///
+    /// Recovery rebuilds the header from the WAL file alone, with a change
+    /// counter of 0: from an empty WAL, always the same bytes, which every
+    /// process start also leaves. Such a header could come back after the
+    /// database changed, so it is never trusted. Once a commit has moved the
+    /// counter, a header never repeats: the counter or the frame count grows
+    /// with every commit, and each restart of the WAL draws new salts.
     fn header(&self) -> Option<WalIndexHeader> {
         // The header is stored twice: a writer writes the second copy, then
         // the first. Equal copies are a header no writer was changing.
@@ -204,7 +226,8 @@ impl CommitWatch {
         self.shm.read_exact_at(&mut copies, 0).ok()?;
         let (first, second) = copies.split_at(48);
         let initialised = first[12] == 1;
-        if !initialised || first != second {
+        let change_counter = &first[8..12];
+        if !initialised || change_counter == [0; 4] || first != second {
             return None;
         }
         first.try_into().ok()
@@ -255,18 +278,27 @@ fn access_from_row(row: &Row<'_>) -> rusqlite::Result<AccessTokenRecord> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    /// A database with Tessera's schema and an open store, in a directory
+    /// removed on drop.
+    async fn migrated_database() -> (tempfile::TempDir, std::path::PathBuf, Arc<dyn crate::Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read.db");
+        let url = format!("sqlite://{}", path.display());
+        let store = crate::connect(&url, &crate::PoolSettings::default())
+            .await
+            .unwrap();
+        (dir, path, store)
+    }
 
     /// Another process's changes, here another connection's, are seen by
     /// the very next read; without changes the header does not move.
     #[tokio::test]
     async fn the_version_follows_every_commit_of_another_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("read.db");
-        let url = format!("sqlite://{}", path.display());
-        let _store = crate::connect(&url, &crate::PoolSettings::default())
-            .await
-            .unwrap();
+        let (_dir, path, _store) = migrated_database().await;
         let readers = Readers::open(&path).unwrap();
         let watch = readers.commits.as_ref().expect("a readable -shm file");
         let other = Connection::open(&path).unwrap();
@@ -296,6 +328,110 @@ mod tests {
             header = moved;
             assert_eq!(readers.config_version().unwrap(), expected);
         }
+    }
+
+    /// The `-shm` file is the one SQLite uses, next to the file a symbolic
+    /// link points to, even when a stale one lies next to the link.
+    #[tokio::test]
+    async fn the_watched_shm_file_is_the_one_sqlite_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("volume")).unwrap();
+        let real = dir.path().join("volume/real.db");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let url = format!("sqlite://{}", link.display());
+        let _store = crate::connect(&url, &crate::PoolSettings::default())
+            .await
+            .unwrap();
+        // A stale copy of a valid header where a careless reader would look.
+        std::fs::copy(
+            dir.path().join("volume/real.db-shm"),
+            dir.path().join("link.db-shm"),
+        )
+        .unwrap();
+        let readers = Readers::open(&link).unwrap();
+        let other = Connection::open(&real).unwrap();
+
+        let before = readers.config_version().unwrap();
+        other
+            .execute("UPDATE config_version SET version = version + 1", [])
+            .unwrap();
+        assert_eq!(readers.config_version().unwrap(), before + 1);
+    }
+
+    /// After a crash, recovery rebuilds the header with a change counter of
+    /// 0, the same bytes each time for an empty WAL: such a header is not
+    /// trusted, and the version is read.
+    #[tokio::test]
+    async fn a_recovered_header_is_not_trusted() {
+        let (dir, path, _store) = migrated_database().await;
+        let readers = Readers::open(&path).unwrap();
+        let watch = readers.commits.as_ref().unwrap();
+        let other = Connection::open(&path).unwrap();
+        let version = readers.config_version().unwrap();
+        assert!(watch.header().is_some());
+
+        let busy: i64 = other
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(busy, 0, "the WAL is empty");
+        // A writer killed while writing the first copy of the header.
+        let shm = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("read.db-shm"))
+            .unwrap();
+        shm.write_all_at(&[0xff; 4], 0).unwrap();
+        // Closing it would drop this process's locks on the file.
+        std::mem::forget(shm);
+        let _: i64 = other
+            .query_row("SELECT version FROM config_version", [], |row| row.get(0))
+            .unwrap();
+
+        assert_eq!(watch.header(), None, "recovered: change counter 0");
+        assert_eq!(readers.config_version().unwrap(), version);
+        other
+            .execute("UPDATE config_version SET version = version + 1", [])
+            .unwrap();
+        assert!(watch.header().is_some());
+        assert_eq!(readers.config_version().unwrap(), version + 1);
+    }
+
+    /// A store opened on a database no process has open (an empty WAL)
+    /// commits once, so that its readers can trust the header.
+    #[tokio::test]
+    async fn opening_a_closed_database_moves_the_change_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first.db");
+        let _store = crate::connect(
+            &format!("sqlite://{}", first.display()),
+            &crate::PoolSettings::default(),
+        )
+        .await
+        .unwrap();
+        let other = Connection::open(&first).unwrap();
+        let busy: i64 = other
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(busy, 0);
+        // With the WAL empty, the main file alone is the whole database.
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&first, &copy).unwrap();
+        // A first reader opens the WAL and its index, as the pool does.
+        let reader = Connection::open(&copy).unwrap();
+        let _: i64 = reader
+            .query_row("SELECT version FROM config_version", [], |row| row.get(0))
+            .unwrap();
+        let untouched = Readers::open(&copy).unwrap();
+        assert!(untouched.needs_first_commit(), "a fresh start leaves 0");
+
+        let _copy_store = crate::connect(
+            &format!("sqlite://{}", copy.display()),
+            &crate::PoolSettings::default(),
+        )
+        .await
+        .unwrap();
+        assert!(!untouched.needs_first_commit());
+        assert!(!Readers::open(&copy).unwrap().needs_first_commit());
     }
 
     #[test]

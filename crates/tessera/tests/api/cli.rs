@@ -797,6 +797,29 @@ async fn a_running_server_sees_cli_changes_at_once() {
         format!("{}/t/acme", server.base_url),
         "the public URL defaults to http://{{bind}}"
     );
+    let other = json_of(&tessera(
+        d,
+        &[
+            "client", "create", "--tenant", "acme", "--name", "other", "--type", "m2m", "--json",
+        ],
+    ));
+    assert!(
+        tessera(d, &["client", "delete", "--tenant", "acme", id])
+            .status
+            .success()
+    );
+    assert_eq!(client_credentials(&server, id, secret).await.status(), 401);
+
+    // Once more on a restarted server, which starts from an empty WAL.
+    stop(server);
+    let server = start_server(d, free_port()).await;
+    let (id, secret) = (
+        other["client_id"].as_str().unwrap(),
+        other["client_secret"].as_str().unwrap(),
+    );
+    for _ in 0..3 {
+        assert_eq!(client_credentials(&server, id, secret).await.status(), 200);
+    }
     assert!(
         tessera(d, &["client", "delete", "--tenant", "acme", id])
             .status
@@ -805,10 +828,8 @@ async fn a_running_server_sees_cli_changes_at_once() {
     assert_eq!(client_credentials(&server, id, secret).await.status(), 401);
 }
 
-#[tokio::test]
-async fn first_start_prints_next_steps_and_sigterm_stops_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = start_server(dir.path(), free_port()).await;
+/// Sends SIGTERM and waits for the exit.
+fn terminate(server: &mut ServeProcess) -> std::process::ExitStatus {
     let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -817,7 +838,19 @@ async fn first_start_prints_next_steps_and_sigterm_stops_cleanly() {
             .unwrap()
             .success()
     );
-    let status = server.child.wait().unwrap();
+    server.child.wait().unwrap()
+}
+
+fn stop(mut server: ServeProcess) {
+    let status = terminate(&mut server);
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+}
+
+#[tokio::test]
+async fn first_start_prints_next_steps_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(dir.path(), free_port()).await;
+    let status = terminate(&mut server);
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(server.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
