@@ -71,9 +71,13 @@ impl SqliteStore {
             // Every process start leaves the WAL-index change counter at 0,
             // where the readers cannot trust it (`sqlite_read::CommitWatch`);
             // a commit moves it. Every node reloads its configuration once.
-            sqlx::query("UPDATE config_version SET version = version + 1")
+            // Should it fail, versions are read per request until a commit.
+            if let Err(error) = sqlx::query("UPDATE config_version SET version = version + 1")
                 .execute(&mut *writer.lock().await)
-                .await?;
+                .await
+            {
+                tracing::warn!(%error, "cannot move the WAL-index change counter");
+            }
         }
         Ok(SqliteStore {
             pool,

@@ -211,14 +211,18 @@ impl CommitWatch {
     }
 
     /// The current header; `None` while a writer is rewriting it, when it
-    /// awaits recovery after a crash, or while its change counter is 0.
+    /// awaits recovery after a crash, or while its change counter or both
+    /// its salts are 0.
     ///
     /// Recovery rebuilds the header from the WAL file alone, with a change
-    /// counter of 0: from an empty WAL, always the same bytes, which every
-    /// process start also leaves. Such a header could come back after the
-    /// database changed, so it is never trusted. Once a commit has moved the
-    /// counter, a header never repeats: the counter or the frame count grows
-    /// with every commit, and each restart of the WAL draws new salts.
+    /// counter of 0; from an empty WAL, with every field 0, as every process
+    /// start also leaves it. A connection that has restarted the WAL before
+    /// then writes the next WAL with salts of 0 (only a connection's first
+    /// WAL draws random salts), so after two such recoveries the same
+    /// commits give the same headers again, whatever changed in between.
+    /// Those headers are never trusted. Any other header never repeats: the
+    /// counter or the frame count grows with every commit, and each restart
+    /// of the WAL moves the first salt and draws the second.
     fn header(&self) -> Option<WalIndexHeader> {
         // The header is stored twice: a writer writes the second copy, then
         // the first. Equal copies are a header no writer was changing.
@@ -227,7 +231,8 @@ impl CommitWatch {
         let (first, second) = copies.split_at(48);
         let initialised = first[12] == 1;
         let change_counter = &first[8..12];
-        if !initialised || change_counter == [0; 4] || first != second {
+        let salts = &first[32..40];
+        if !initialised || change_counter == [0; 4] || salts == [0; 8] || first != second {
             return None;
         }
         first.try_into().ok()
@@ -360,8 +365,9 @@ mod tests {
     }
 
     /// After a crash, recovery rebuilds the header with a change counter of
-    /// 0, the same bytes each time for an empty WAL: such a header is not
-    /// trusted, and the version is read.
+    /// 0, the same bytes each time for an empty WAL, and a connection that
+    /// restarted the WAL before writes the next one with salts of 0: such
+    /// headers are not trusted, and the version is read.
     #[tokio::test]
     async fn a_recovered_header_is_not_trusted() {
         let (dir, path, _store) = migrated_database().await;
@@ -389,11 +395,23 @@ mod tests {
 
         assert_eq!(watch.header(), None, "recovered: change counter 0");
         assert_eq!(readers.config_version().unwrap(), version);
+        // `other` restarted the WAL with its checkpoint: salts of 0.
+        other
+            .execute("UPDATE config_version SET version = version + 1", [])
+            .unwrap();
+        assert_eq!(watch.header(), None, "salts of 0");
+        assert_eq!(readers.config_version().unwrap(), version + 1);
+
+        // The next restart of the WAL draws a salt again.
+        let busy: i64 = other
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(busy, 0);
         other
             .execute("UPDATE config_version SET version = version + 1", [])
             .unwrap();
         assert!(watch.header().is_some());
-        assert_eq!(readers.config_version().unwrap(), version + 1);
+        assert_eq!(readers.config_version().unwrap(), version + 2);
     }
 
     /// A store opened on a database no process has open (an empty WAL)
