@@ -79,6 +79,7 @@ impl AppState {
             trust_forwarded_for: false,
         })
     }
+
     /// The tenant named `name`, through the configuration cache.
     pub(crate) async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
         self.config.tenant_by_name(self.store.as_ref(), name).await

@@ -299,6 +299,14 @@ mod tests {
         (dir, path, store)
     }
 
+    /// Checkpoints everything and empties the WAL, which restarts it.
+    fn truncate_wal(connection: &Connection) {
+        let busy: i64 = connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(busy, 0, "the WAL is empty");
+    }
+
     /// Another process's changes, here another connection's, are seen by
     /// the very next read; without changes the header does not move.
     #[tokio::test]
@@ -377,10 +385,7 @@ mod tests {
         let version = readers.config_version().unwrap();
         assert!(watch.header().is_some());
 
-        let busy: i64 = other
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(busy, 0, "the WAL is empty");
+        truncate_wal(&other);
         // A writer killed while writing the first copy of the header.
         let shm = std::fs::OpenOptions::new()
             .write(true)
@@ -403,10 +408,7 @@ mod tests {
         assert_eq!(readers.config_version().unwrap(), version + 1);
 
         // The next restart of the WAL draws a salt again.
-        let busy: i64 = other
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(busy, 0);
+        truncate_wal(&other);
         other
             .execute("UPDATE config_version SET version = version + 1", [])
             .unwrap();
@@ -427,10 +429,7 @@ mod tests {
         .await
         .unwrap();
         let other = Connection::open(&first).unwrap();
-        let busy: i64 = other
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(busy, 0);
+        truncate_wal(&other);
         // With the WAL empty, the main file alone is the whole database.
         let copy = dir.path().join("copy.db");
         std::fs::copy(&first, &copy).unwrap();
