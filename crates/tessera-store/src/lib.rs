@@ -21,7 +21,7 @@ use tessera_core::secret::SecretHash;
 use tessera_core::{
     AccessTokenRecord, AuthorizationCode, Client, Consent, Lifetimes, PendingAuthorization,
     RefreshTokenRecord, ScopeDefinition, ScopeSet, Session, SigningKeyRecord, Tenant, TenantId,
-    TenantName, TenantSettings, UnixTime, User,
+    TenantName, TenantSettings, TokenError, UnixTime, User,
 };
 
 pub use postgres::PostgresStore;
@@ -119,14 +119,33 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What replaces a spent refresh token: the next token of its family, and the
+/// record of the access token issued beside it.
+#[derive(Debug, Clone)]
+pub struct Successor {
+    pub refresh: RefreshTokenRecord,
+    pub access: AccessTokenRecord,
+}
+
+/// Decides, from the stored record of a presented refresh token, what
+/// replaces it, or refuses it with the error for the client. The store may
+/// call it more than once (a batch that is run again); it must not have side
+/// effects.
+pub type DecideSuccessor = Box<dyn Fn(&RefreshTokenRecord) -> Result<Successor, TokenError> + Send>;
+
 /// The outcome of presenting a refresh token for rotation.
 #[derive(Debug)]
 pub enum Rotation {
-    /// The token was valid and unused; it is now marked used and `new` stored.
-    Rotated,
+    /// The token was valid and unused; it is now marked used and the
+    /// successor stored.
+    Rotated(Box<Successor>),
+    /// The decision refused the token; nothing was written.
+    Refused(TokenError),
     /// The token had already been used or its family revoked: reuse.
     /// The whole family has now been revoked (RFC 9700 §4.14.2).
     Reused,
+    /// No refresh token of this tenant has that hash.
+    Unknown,
 }
 
 /// The outcome of presenting an authorization code.
@@ -335,15 +354,18 @@ pub trait Store: Send + Sync + 'static {
         tenant: TenantId,
         token_hash: &SecretHash,
     ) -> StoreResult<Option<RefreshTokenRecord>>;
-    /// Atomically marks `old` used and stores `new` in the same family, with
-    /// the record of the access token issued beside it; or, when `old` was
-    /// already used or revoked, stores neither and revokes the family.
+    /// In one transaction: reads the refresh token `token_hash` of `tenant`,
+    /// asks `decide` for its successor, marks it used and stores the
+    /// successor; or, when the token was already used or revoked and
+    /// `decide` accepts it all the same, stores nothing and revokes the
+    /// family. Deciding inside the write spares a separate read, and no
+    /// other rotation of the token can come between.
     async fn rotate_refresh_token(
         &self,
-        old: &RefreshTokenRecord,
-        new: &RefreshTokenRecord,
-        access: Option<&AccessTokenRecord>,
+        tenant: TenantId,
+        token_hash: &SecretHash,
         now: UnixTime,
+        decide: DecideSuccessor,
     ) -> StoreResult<Rotation>;
     /// Stores the records of a newly issued grant in one transaction.
     async fn put_tokens(

@@ -24,7 +24,7 @@ use tessera_core::{
     Session, SigningKeyRecord, Tenant, TenantId, TenantName, TenantSettings, UnixTime, User,
 };
 
-use crate::{CodeRedemption, Rotation, Store, StoreError, StoreResult};
+use crate::{CodeRedemption, DecideSuccessor, Rotation, Store, StoreError, StoreResult};
 
 fn scope_set(text: &str) -> ScopeSet {
     // Stored scopes were validated on the way in.
@@ -1126,17 +1126,17 @@ impl Store for $store {
 
     async fn rotate_refresh_token(
         &self,
-        old: &RefreshTokenRecord,
-        new: &RefreshTokenRecord,
-        access: Option<&AccessTokenRecord>,
+        tenant: TenantId,
+        token_hash: &SecretHash,
         now: UnixTime,
+        decide: DecideSuccessor,
     ) -> StoreResult<Rotation> {
         if let Some(batch) = self.batch_writer() {
             let work = crate::sqlite_batch::Work::Rotate {
-                old: old.clone(),
-                new: new.clone(),
-                access: access.cloned(),
+                tenant,
+                token_hash: token_hash.clone(),
                 now,
+                decide,
             };
             return match batch.write(work).await? {
                 crate::sqlite_batch::Done::Rotation(rotation) => Ok(rotation),
@@ -1147,29 +1147,49 @@ impl Store for $store {
         }
         let mut conn = self.write().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        // RFC 9700 §4.14.2: rotation is single use; the write comes first so the
-        // transaction takes SQLite's write lock before it reads anything.
-        let used = sqlx::query(
+        // RFC 9700 §4.14.2: rotation is single use. The write comes first, so
+        // that the transaction holds SQLite's write lock (PostgreSQL's row
+        // lock) before it reads anything; a refusal rolls it back.
+        let unused = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 \
-             WHERE token_hash = $2 AND tenant_id = $3 AND used_at IS NULL AND revoked_at IS NULL",
+             WHERE token_hash = $2 AND tenant_id = $3 AND used_at IS NULL AND revoked_at IS NULL \
+             RETURNING *",
         )
         .bind(now.0)
-        .bind(&old.token_hash.0)
-        .bind(old.tenant_id.0)
-        .execute(&mut *tx)
+        .bind(&token_hash.0)
+        .bind(tenant.0)
+        .fetch_optional(&mut *tx)
         .await?;
-        let outcome = if used.rows_affected() == 1 {
-            insert_refresh(&mut *tx, new).await?;
-            if let Some(access) = access {
-                insert_access(&mut *tx, access, None).await?;
-            }
-            Rotation::Rotated
-        } else {
-            revoke_family(&mut tx, &old.family_id, now).await?;
-            Rotation::Reused
+        if let Some(row) = unused {
+            let successor = match decide(&refresh_from_row(&row)?) {
+                Ok(successor) => successor,
+                Err(refusal) => {
+                    tx.rollback().await?;
+                    return Ok(Rotation::Refused(refusal));
+                }
+            };
+            insert_refresh(&mut *tx, &successor.refresh).await?;
+            insert_access(&mut *tx, &successor.access, None).await?;
+            tx.commit().await?;
+            return Ok(Rotation::Rotated(Box::new(successor)));
+        }
+        let Some(row) =
+            sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = $1 AND tenant_id = $2")
+                .bind(&token_hash.0)
+                .bind(tenant.0)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(Rotation::Unknown);
         };
+        let spent = refresh_from_row(&row)?;
+        if let Err(refusal) = decide(&spent) {
+            tx.rollback().await?;
+            return Ok(Rotation::Refused(refusal));
+        }
+        revoke_family(&mut tx, &spent.family_id, now).await?;
         tx.commit().await?;
-        Ok(outcome)
+        Ok(Rotation::Reused)
     }
 
     async fn put_tokens(

@@ -23,18 +23,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use sqlx::SqliteConnection;
-use tessera_core::{AccessTokenRecord, RefreshTokenRecord, UnixTime};
+use tessera_core::secret::SecretHash;
+use tessera_core::{AccessTokenRecord, RefreshTokenRecord, TenantId, UnixTime};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::{Rotation, StoreError, StoreResult};
+use crate::sqlite_read::refresh_from_row;
+use crate::{DecideSuccessor, Rotation, StoreError, StoreResult};
 
 /// Writes taken into one transaction at most. Bounds how long the batch
 /// holds the write lock against the CLI and the sqlx writer.
 const MAX_BATCH: usize = 256;
 
 /// A write the batch thread knows how to do.
+// Each job is moved once, into the queue; boxing the records would cost an
+// allocation per issued token instead.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Work {
     /// The records of a newly issued grant.
     Tokens {
@@ -43,10 +48,10 @@ pub(crate) enum Work {
     },
     /// See [`crate::Store::rotate_refresh_token`].
     Rotate {
-        old: RefreshTokenRecord,
-        new: RefreshTokenRecord,
-        access: Option<AccessTokenRecord>,
+        tenant: TenantId,
+        token_hash: SecretHash,
         now: UnixTime,
+        decide: DecideSuccessor,
     },
 }
 
@@ -304,11 +309,29 @@ fn apply(connection: &Connection, work: &Work) -> StoreResult<Done> {
             Ok(Done::Stored)
         }
         Work::Rotate {
-            old,
-            new,
-            access,
+            tenant,
+            token_hash,
             now,
+            decide,
         } => {
+            // The batch holds the write lock: nothing can change the token
+            // between this read and the UPDATE below.
+            let Some(presented) = connection
+                .prepare_cached(
+                    "SELECT * FROM refresh_tokens WHERE token_hash = ?1 AND tenant_id = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![token_hash.0, tenant.0], refresh_from_row)
+                        .optional()
+                })
+                .map_err(store_error)?
+            else {
+                return Ok(Done::Rotation(Rotation::Unknown));
+            };
+            let successor = match decide(&presented) {
+                Ok(successor) => successor,
+                Err(refusal) => return Ok(Done::Rotation(Rotation::Refused(refusal))),
+            };
             // RFC 9700 §4.14.2: rotation is single use, decided by one
             // conditional UPDATE; reuse revokes the family.
             let used = connection
@@ -316,14 +339,12 @@ fn apply(connection: &Connection, work: &Work) -> StoreResult<Done> {
                     "UPDATE refresh_tokens SET used_at = ?1 WHERE token_hash = ?2 \
                      AND tenant_id = ?3 AND used_at IS NULL AND revoked_at IS NULL",
                 )
-                .and_then(|mut s| s.execute(params![now.0, old.token_hash.0, old.tenant_id.0]))
+                .and_then(|mut s| s.execute(params![now.0, token_hash.0, tenant.0]))
                 .map_err(store_error)?;
             if used == 1 {
-                insert_refresh(connection, new)?;
-                if let Some(access) = access {
-                    insert_access(connection, access)?;
-                }
-                return Ok(Done::Rotation(Rotation::Rotated));
+                insert_refresh(connection, &successor.refresh)?;
+                insert_access(connection, &successor.access)?;
+                return Ok(Done::Rotation(Rotation::Rotated(Box::new(successor))));
             }
             for statement in [
                 "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
@@ -331,7 +352,7 @@ fn apply(connection: &Connection, work: &Work) -> StoreResult<Done> {
             ] {
                 connection
                     .prepare_cached(statement)
-                    .and_then(|mut s| s.execute(params![now.0, old.family_id]))
+                    .and_then(|mut s| s.execute(params![now.0, presented.family_id]))
                     .map_err(store_error)?;
             }
             Ok(Done::Rotation(Rotation::Reused))
@@ -409,8 +430,7 @@ pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use tessera_core::secret::SecretHash;
-    use tessera_core::{ClientId, ScopeSet, TenantId};
+    use tessera_core::{ClientId, ScopeSet, TokenError};
 
     use super::*;
 
@@ -443,6 +463,23 @@ mod tests {
             expires_at: UnixTime(1_000),
             family_id: Some(family.into()),
             revoked: false,
+        }
+    }
+
+    /// Rotates the token with hash `old` into one with hash `new`, in its
+    /// family, with the access token `jti`.
+    fn rotate(old: u8, new: u8, jti: &str, now: i64) -> Work {
+        let jti = jti.to_owned();
+        Work::Rotate {
+            tenant: TenantId(1),
+            token_hash: SecretHash(vec![old; 32]),
+            now: UnixTime(now),
+            decide: Box::new(move |stored| {
+                Ok(crate::Successor {
+                    refresh: refresh(new, &stored.family_id),
+                    access: access(&jti, &stored.family_id),
+                })
+            }),
         }
     }
 
@@ -487,19 +524,18 @@ mod tests {
                 access: Some(access("a2", "f2")),
                 refresh: Some(refresh(1, "f2")),
             }),
+            // Refused by its decision: nothing is written, the token stays unused.
             job(Work::Rotate {
-                old: refresh(1, "f1"),
-                new: refresh(3, "f1"),
-                access: Some(access("a3", "f1")),
-                now: UnixTime(5),
+                tenant: TenantId(1),
+                token_hash: SecretHash(vec![1; 32]),
+                now: UnixTime(4),
+                decide: Box::new(|_| Err(TokenError::InvalidGrant("refused"))),
             }),
+            job(rotate(1, 3, "a3", 5)),
             // The same token again, in the same batch: reuse.
-            job(Work::Rotate {
-                old: refresh(1, "f1"),
-                new: refresh(4, "f1"),
-                access: Some(access("a4", "f1")),
-                now: UnixTime(6),
-            }),
+            job(rotate(1, 4, "a4", 6)),
+            // A token never stored.
+            job(rotate(9, 10, "a10", 6)),
             // Its caller stops waiting before the batch begins.
             job(Work::Tokens {
                 access: Some(access("a5", "f5")),
@@ -512,9 +548,19 @@ mod tests {
 
         assert!(matches!(outcomes[0], Ok(Done::Stored)));
         assert!(matches!(outcomes[1], Err(StoreError::Conflict)));
-        assert!(matches!(outcomes[2], Ok(Done::Rotation(Rotation::Rotated))));
-        assert!(matches!(outcomes[3], Ok(Done::Rotation(Rotation::Reused))));
-        assert!(matches!(outcomes[4], Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            &outcomes[2],
+            Ok(Done::Rotation(Rotation::Refused(TokenError::InvalidGrant(
+                "refused"
+            ))))
+        ));
+        assert!(matches!(
+            &outcomes[3],
+            Ok(Done::Rotation(Rotation::Rotated(successor))) if successor.access.jti == "a3"
+        ));
+        assert!(matches!(outcomes[4], Ok(Done::Rotation(Rotation::Reused))));
+        assert!(matches!(outcomes[5], Ok(Done::Rotation(Rotation::Unknown))));
+        assert!(matches!(outcomes[6], Err(StoreError::Unavailable(_))));
         drop(replies);
         assert_eq!(
             count(

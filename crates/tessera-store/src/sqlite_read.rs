@@ -248,7 +248,7 @@ fn scope_set(text: &str) -> ScopeSet {
     ScopeSet::parse(text).unwrap_or_default()
 }
 
-fn refresh_from_row(row: &Row<'_>) -> rusqlite::Result<RefreshTokenRecord> {
+pub(crate) fn refresh_from_row(row: &Row<'_>) -> rusqlite::Result<RefreshTokenRecord> {
     Ok(RefreshTokenRecord {
         token_hash: SecretHash(row.get("token_hash")?),
         family_id: row.get("family_id")?,

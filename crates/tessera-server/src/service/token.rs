@@ -6,12 +6,12 @@ use std::sync::Arc;
 use serde::Serialize;
 use tessera_core::grant::{check_code_redemption, check_refresh, requested_scope};
 use tessera_core::jwt::{AccessTokenClaims, Audience, SigningKey};
-use tessera_core::secret::Purpose;
+use tessera_core::secret::{BearerSecret, Purpose};
 use tessera_core::{
     AccessTokenRecord, Client, GrantType, RefreshTokenRecord, ScopeSet, Tenant, TokenError,
     TokenFormat, UnixTime,
 };
-use tessera_store::{CodeRedemption, Rotation};
+use tessera_store::{CodeRedemption, DecideSuccessor, Rotation, Successor};
 
 use super::credentials::{Verdict, check_password};
 use super::{ServiceError, new_ordered_id, new_secret};
@@ -94,7 +94,7 @@ impl std::fmt::Debug for TokenParams<'_> {
 pub async fn exchange(
     state: &AppState,
     tenant: &Tenant,
-    client: &Client,
+    client: &Arc<Client>,
     params: &TokenParams<'_>,
     now: UnixTime,
 ) -> Result<TokenResponse, TokenError> {
@@ -257,7 +257,7 @@ async fn client_credentials(
 async fn refresh(
     state: &AppState,
     tenant: &Tenant,
-    client: &Client,
+    client: &Arc<Client>,
     params: &TokenParams<'_>,
     now: UnixTime,
 ) -> Result<TokenResponse, TokenError> {
@@ -265,72 +265,72 @@ async fn refresh(
         .refresh_token
         .ok_or(TokenError::InvalidRequest("refresh_token is required"))?;
     let token_hash = state.hasher.hash(Purpose::RefreshToken, presented);
-    let Some(record) = state
-        .store
-        .refresh_token(tenant.id, &token_hash)
-        .await
-        .map_err(ServiceError::from)?
-    else {
-        return Err(TokenError::InvalidGrant("the refresh token is invalid"));
-    };
-    let access_scope = check_refresh(&record, client, params.scope, now)?;
-    // RFC 6749 §6: the new refresh token keeps the original scope.
+    // Everything the successor needs that does not depend on the stored token
+    // is settled here, the signing key included, so that nothing can fail
+    // between spending the old token and answering with the new one. The
+    // store reads the token, lets `decide` judge it and writes the rotation in
+    // one transaction.
+    let encoding = access_encoding(state, tenant, client, now).await?;
+    let template = access_template(state, tenant, client, &encoding, now);
     let next_secret = new_secret();
-    let next = RefreshTokenRecord {
-        token_hash: state
-            .hasher
-            .hash(Purpose::RefreshToken, next_secret.expose()),
-        family_id: record.family_id.clone(),
-        tenant_id: tenant.id,
-        client_id: client.client_id.clone(),
-        user_id: record.user_id.clone(),
-        scope: record.scope.clone(),
-        auth_time: record.auth_time,
-        issued_at: now,
-        // The family's lifetime is absolute: rotation does not extend it.
-        expires_at: record.expires_at,
-        spent: false,
+    let next_hash = state
+        .hasher
+        .hash(Purpose::RefreshToken, next_secret.expose());
+    let decide: DecideSuccessor = {
+        let client = client.clone();
+        let requested_scope = params.scope.map(str::to_owned);
+        Box::new(move |stored| {
+            let access_scope = check_refresh(stored, &client, requested_scope.as_deref(), now)?;
+            let subject = match (&stored.user_id, stored.auth_time) {
+                (Some(id), Some(auth_time)) => Subject::User {
+                    id: id.clone(),
+                    auth_time,
+                },
+                _ => Subject::Client,
+            };
+            Ok(Successor {
+                // RFC 6749 §6: the new refresh token keeps the original scope.
+                refresh: RefreshTokenRecord {
+                    token_hash: next_hash.clone(),
+                    family_id: stored.family_id.clone(),
+                    tenant_id: stored.tenant_id,
+                    client_id: client.client_id.clone(),
+                    user_id: stored.user_id.clone(),
+                    scope: stored.scope.clone(),
+                    auth_time: stored.auth_time,
+                    issued_at: now,
+                    // The family's lifetime is absolute: rotation does not extend it.
+                    expires_at: stored.expires_at,
+                    spent: false,
+                },
+                access: access_record(&template, &subject, &access_scope, Some(&stored.family_id)),
+            })
+        })
     };
-    let subject = match (&record.user_id, record.auth_time) {
-        (Some(id), Some(auth_time)) => Subject::User {
-            id: id.clone(),
-            auth_time,
-        },
-        _ => Subject::Client,
-    };
-    // The access token is made before the rotation, so that nothing can fail
-    // between spending the old refresh token and answering with the new one.
-    // Its record is stored by the rotation's own transaction, and only if the
-    // rotation wins.
-    let access = mint_access_token(
-        state,
-        tenant,
-        client,
-        &subject,
-        &access_scope,
-        Some(&record.family_id),
-        now,
-    )
-    .await?;
     // RFC 9700 §4.14.2: rotation; reuse of a rotated token revokes the family.
-    match state
+    let successor = match state
         .store
-        .rotate_refresh_token(&record, &next, access.record.as_ref(), now)
+        .rotate_refresh_token(tenant.id, &token_hash, now, decide)
         .await
         .map_err(ServiceError::from)?
     {
-        Rotation::Rotated => {}
+        Rotation::Rotated(successor) => successor,
+        Rotation::Refused(error) => return Err(error),
         Rotation::Reused => {
             tracing::warn!(client_id = %client.client_id, "refresh token reused; its family was revoked");
             return Err(TokenError::InvalidGrant("the refresh token is invalid"));
         }
-    }
+        Rotation::Unknown => {
+            return Err(TokenError::InvalidGrant("the refresh token is invalid"));
+        }
+    };
+    let access_token = encode_access_token(state, tenant, encoding, &successor.access)?;
     Ok(TokenResponse {
-        access_token: access.token,
+        access_token,
         token_type: "Bearer",
         expires_in: client.lifetimes(tenant.lifetimes).access_token,
         refresh_token: Some(next_secret.expose().to_owned()),
-        scope: access_scope.to_string(),
+        scope: successor.access.scope.to_string(),
     })
 }
 
@@ -443,57 +443,118 @@ async fn mint_access_token(
     family_id: Option<&str>,
     now: UnixTime,
 ) -> Result<MintedAccess, TokenError> {
-    let jti = new_ordered_id();
-    let expires_at = now.plus_seconds(client.lifetimes(tenant.lifetimes).access_token);
-    let audiences = audiences(state, tenant, client);
-    let (user_id, auth_time) = match subject {
-        Subject::User { id, auth_time } => (Some(id.as_str()), Some(*auth_time)),
-        Subject::Client => (None, None),
-    };
-    let record = |token_hash, family_id: Option<&str>| AccessTokenRecord {
-        token_hash,
-        jti: jti.clone(),
+    let encoding = access_encoding(state, tenant, client, now).await?;
+    let template = access_template(state, tenant, client, &encoding, now);
+    let record = access_record(&template, subject, scope, family_id);
+    let token = encode_access_token(state, tenant, encoding, &record)?;
+    // Every opaque token is recorded; a JWT only when it belongs to a grant
+    // family, by jti, so that revoking the family (or replaying its code)
+    // reaches it through introspection.
+    let kept = record.token_hash.is_some() || record.family_id.is_some();
+    Ok(MintedAccess {
+        token,
+        record: kept.then_some(record),
+    })
+}
+
+/// How an access token will be encoded, settled before anything is stored:
+/// the signing key loaded, or the opaque secret drawn.
+enum AccessEncoding {
+    Jwt(Arc<SigningKey>),
+    Opaque(BearerSecret),
+}
+
+async fn access_encoding(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    now: UnixTime,
+) -> Result<AccessEncoding, TokenError> {
+    Ok(match client.token_format {
+        TokenFormat::Jwt => AccessEncoding::Jwt(current_signing_key(state, tenant, now).await?),
+        TokenFormat::Opaque => AccessEncoding::Opaque(new_secret()),
+    })
+}
+
+/// What an access token of `client` issued now says whoever it is about: a
+/// new `jti`, the audiences, the times and, for an opaque token, its hash.
+/// [`access_record`] completes it.
+fn access_template(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    encoding: &AccessEncoding,
+    now: UnixTime,
+) -> AccessTokenRecord {
+    AccessTokenRecord {
+        token_hash: match encoding {
+            AccessEncoding::Jwt(_) => None,
+            AccessEncoding::Opaque(secret) => {
+                Some(state.hasher.hash(Purpose::AccessToken, secret.expose()))
+            }
+        },
+        jti: new_ordered_id(),
         tenant_id: tenant.id,
         client_id: client.client_id.clone(),
-        user_id: user_id.map(str::to_owned),
-        scope: scope.clone(),
-        audiences: audiences.clone(),
-        auth_time,
+        user_id: None,
+        scope: ScopeSet::default(),
+        audiences: audiences(state, tenant, client),
+        auth_time: None,
         issued_at: now,
-        expires_at,
-        family_id: family_id.map(str::to_owned),
+        expires_at: now.plus_seconds(client.lifetimes(tenant.lifetimes).access_token),
+        family_id: None,
         revoked: false,
+    }
+}
+
+/// The record of an access token about `subject` with `scope`.
+fn access_record(
+    template: &AccessTokenRecord,
+    subject: &Subject,
+    scope: &ScopeSet,
+    family_id: Option<&str>,
+) -> AccessTokenRecord {
+    let (user_id, auth_time) = match subject {
+        Subject::User { id, auth_time } => (Some(id.clone()), Some(*auth_time)),
+        Subject::Client => (None, None),
     };
-    match client.token_format {
-        TokenFormat::Jwt => {
-            let key = current_signing_key(state, tenant, now).await?;
+    AccessTokenRecord {
+        user_id,
+        auth_time,
+        scope: scope.clone(),
+        family_id: family_id.map(str::to_owned),
+        ..template.clone()
+    }
+}
+
+/// The access token the client receives for `record`: an RFC 9068 JWT
+/// signed with the key loaded beforehand, or the opaque secret drawn then.
+fn encode_access_token(
+    state: &AppState,
+    tenant: &Tenant,
+    encoding: AccessEncoding,
+    record: &AccessTokenRecord,
+) -> Result<String, TokenError> {
+    match encoding {
+        AccessEncoding::Opaque(secret) => Ok(secret.expose().to_owned()),
+        AccessEncoding::Jwt(key) => {
             let issuer = state.issuer(&tenant.name);
-            let scope_text = scope.to_string();
+            let scope = record.scope.to_string();
             let claims = AccessTokenClaims {
                 iss: &issuer,
-                sub: user_id.unwrap_or(client.client_id.as_str()),
-                aud: Audience::of(&audiences),
-                exp: expires_at,
-                iat: now,
-                jti: &jti,
-                client_id: client.client_id.as_str(),
-                scope: &scope_text,
-                auth_time,
+                sub: record
+                    .user_id
+                    .as_deref()
+                    .unwrap_or(record.client_id.as_str()),
+                aud: Audience::of(&record.audiences),
+                exp: record.expires_at,
+                iat: record.issued_at,
+                jti: &record.jti,
+                client_id: record.client_id.as_str(),
+                scope: &scope,
+                auth_time: record.auth_time,
             };
-            let token = key.sign(&claims).map_err(ServiceError::from)?;
-            // A JWT of a grant family is recorded by jti, so that revoking the
-            // family (or replaying its code) reaches it through introspection.
-            let record = family_id.map(|family_id| record(None, Some(family_id)));
-            Ok(MintedAccess { token, record })
-        }
-        TokenFormat::Opaque => {
-            let secret = new_secret();
-            let hash = state.hasher.hash(Purpose::AccessToken, secret.expose());
-            let record = record(Some(hash), family_id);
-            Ok(MintedAccess {
-                token: secret.expose().to_owned(),
-                record: Some(record),
-            })
+            Ok(key.sign(&claims).map_err(ServiceError::from)?)
         }
     }
 }

@@ -99,6 +99,9 @@ async fn scope_may_narrow_but_not_widen() {
         widened.json::<Value>().await.unwrap()["error"],
         "invalid_scope"
     );
+    // A refused rotation spends nothing: the token still works.
+    let after = refresh(&app, &web, first["refresh_token"].as_str().unwrap(), None).await;
+    assert_eq!(after.status(), 200);
 }
 
 #[tokio::test]
@@ -111,6 +114,9 @@ async fn refresh_token_is_bound_to_its_client() {
         stolen.json::<Value>().await.unwrap()["error"],
         "invalid_grant"
     );
+    // Another client's attempt neither spends the token nor revokes its family.
+    let own = refresh(&app, &web, first["refresh_token"].as_str().unwrap(), None).await;
+    assert_eq!(own.status(), 200);
     let unknown = refresh(&app, &web, "not-a-token", None).await;
     assert_eq!(
         unknown.json::<Value>().await.unwrap()["error"],
