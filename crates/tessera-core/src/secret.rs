@@ -24,6 +24,17 @@ impl BearerSecret {
         BearerSecret(URL_SAFE_NO_PAD.encode(bytes))
     }
 
+    /// A secret that leads with the time it is issued: the low 48 bits of
+    /// `issued_millis` (big-endian), then 27 random bytes (216 bits), in 44
+    /// base64url characters, the first 8 of which encode the time. See
+    /// [`SecretHasher::ordered_key`].
+    pub fn time_ordered(issued_millis: u64, random: [u8; 27]) -> Self {
+        let mut bytes = [0u8; 33];
+        bytes[..6].copy_from_slice(&issued_millis.to_be_bytes()[2..]);
+        bytes[6..].copy_from_slice(&random);
+        BearerSecret(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
     /// Wraps a value received from a request.
     pub fn received(value: impl Into<String>) -> Self {
         BearerSecret(value.into())
@@ -40,6 +51,9 @@ impl fmt::Debug for BearerSecret {
         f.write_str("BearerSecret([redacted])")
     }
 }
+
+/// The length of a [`BearerSecret::time_ordered`] secret.
+const TIME_ORDERED_LEN: usize = 44;
 
 /// A keyed hash (HMAC-SHA-256) of a secret, as stored in the database.
 #[derive(Clone, PartialEq, Eq)]
@@ -89,6 +103,27 @@ impl SecretHasher {
         context.update(b"\0");
         context.update(secret.as_bytes());
         SecretHash(context.sign().as_ref().to_vec())
+    }
+
+    /// The stored lookup key of a secret that may be
+    /// [`BearerSecret::time_ordered`]: the 6 bytes of its time, then its hash.
+    /// Keys of secrets issued close together sort together, so that storing
+    /// one appends to the index instead of dirtying a random page of it (the
+    /// time it shows is the record's issue time anyway). Any other secret,
+    /// such as one issued before that format, is keyed by its hash alone and
+    /// still found; the two kinds of key differ in length, so they never meet.
+    pub fn ordered_key(&self, purpose: Purpose, secret: &str) -> SecretHash {
+        let hash = self.hash(purpose, secret);
+        if secret.len() != TIME_ORDERED_LEN {
+            return hash;
+        }
+        match URL_SAFE_NO_PAD.decode(&secret.as_bytes()[..8]) {
+            Ok(mut key) => {
+                key.extend_from_slice(&hash.0);
+                SecretHash(key)
+            }
+            Err(_) => hash,
+        }
     }
 
     /// A CSRF token bound to a browser (or session) and to one pending request.
@@ -199,6 +234,38 @@ mod tests {
             !a.hash(Purpose::Session, s)
                 .matches(&b.hash(Purpose::Session, s))
         );
+    }
+
+    #[test]
+    fn ordered_keys_sort_by_issue_time_and_older_secrets_keep_their_hash() {
+        let h = SecretHasher::new(b"k");
+        let earlier = BearerSecret::time_ordered(1_700_000_000_000, [0xff; 27]);
+        let later = BearerSecret::time_ordered(1_700_000_000_001, [0; 27]);
+        assert_eq!(earlier.expose().len(), 44);
+        let key = |s: &BearerSecret| h.ordered_key(Purpose::RefreshToken, s.expose());
+        assert!(key(&earlier).0 < key(&later).0);
+        assert_eq!(
+            key(&earlier).0[..6],
+            1_700_000_000_000u64.to_be_bytes()[2..]
+        );
+        assert_eq!(
+            key(&earlier).0[6..],
+            h.hash(Purpose::RefreshToken, earlier.expose()).0
+        );
+        // Same time, other purpose: other key.
+        assert_ne!(
+            key(&earlier),
+            h.ordered_key(Purpose::AccessToken, earlier.expose())
+        );
+        // A 43-character secret of the earlier format, and anything that is
+        // not base64url where the time would be: the hash alone.
+        let random = BearerSecret::from_random_bytes([7; 32]);
+        for other in [random.expose(), "é".repeat(22).as_str(), &"*".repeat(44)] {
+            assert_eq!(
+                h.ordered_key(Purpose::RefreshToken, other),
+                h.hash(Purpose::RefreshToken, other)
+            );
+        }
     }
 
     #[test]

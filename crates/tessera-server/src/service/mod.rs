@@ -92,11 +92,26 @@ pub fn new_id() -> String {
 /// UUIDv7, RFC 9562 §5.7). The creation time it reveals is the token's
 /// `iat` anyway.
 pub fn new_ordered_id() -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
     let random = u128::from_be_bytes(random_bytes::<16>()) >> 48;
-    format!("{:032x}", (millis & 0xffff_ffff_ffff) << 80 | random)
+    format!(
+        "{:032x}",
+        u128::from(unix_millis() & 0xffff_ffff_ffff) << 80 | random
+    )
+}
+
+/// A new refresh token: it leads with the millisecond it is issued, so that
+/// its stored key ([`SecretHasher::ordered_key`]) is appended to the index
+/// like a [`new_ordered_id`].
+///
+/// [`SecretHasher::ordered_key`]: tessera_core::secret::SecretHasher::ordered_key
+pub fn new_refresh_secret() -> BearerSecret {
+    BearerSecret::time_ordered(unix_millis(), random_bytes::<27>())
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

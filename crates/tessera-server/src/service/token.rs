@@ -14,7 +14,7 @@ use tessera_core::{
 use tessera_store::{CodeRedemption, DecideSuccessor, Rotation, Successor};
 
 use super::credentials::{Verdict, check_password};
-use super::{ServiceError, new_ordered_id, new_secret};
+use super::{ServiceError, new_ordered_id, new_refresh_secret, new_secret};
 use crate::AppState;
 
 /// A successful token response (RFC 6749 §5.1).
@@ -264,7 +264,7 @@ async fn refresh(
     let presented = params
         .refresh_token
         .ok_or(TokenError::InvalidRequest("refresh_token is required"))?;
-    let token_hash = state.hasher.hash(Purpose::RefreshToken, presented);
+    let token_hash = state.hasher.ordered_key(Purpose::RefreshToken, presented);
     // Everything the successor needs that does not depend on the stored token
     // is settled here, the signing key included, so that nothing can fail
     // between spending the old token and answering with the new one. The
@@ -272,10 +272,10 @@ async fn refresh(
     // one transaction.
     let encoding = access_encoding(state, tenant, client, now).await?;
     let template = access_template(state, tenant, client, &encoding, now);
-    let next_secret = new_secret();
+    let next_secret = new_refresh_secret();
     let next_hash = state
         .hasher
-        .hash(Purpose::RefreshToken, next_secret.expose());
+        .ordered_key(Purpose::RefreshToken, next_secret.expose());
     let decide: DecideSuccessor = {
         let client = client.clone();
         let requested_scope = params.scope.map(str::to_owned);
@@ -359,13 +359,15 @@ async fn issue(
     )
     .await?;
     let refresh = client.allows_grant(GrantType::RefreshToken).then(|| {
-        let secret = new_secret();
+        let secret = new_refresh_secret();
         let (user_id, auth_time) = match subject {
             Subject::User { id, auth_time } => (Some(id.clone()), Some(*auth_time)),
             Subject::Client => (None, None),
         };
         let record = RefreshTokenRecord {
-            token_hash: state.hasher.hash(Purpose::RefreshToken, secret.expose()),
+            token_hash: state
+                .hasher
+                .ordered_key(Purpose::RefreshToken, secret.expose()),
             family_id,
             tenant_id: tenant.id,
             client_id: client.client_id.clone(),

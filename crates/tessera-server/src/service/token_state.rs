@@ -72,7 +72,7 @@ async fn find_refresh(
     tenant: &Tenant,
     token: &str,
 ) -> Result<Option<Found>, ServiceError> {
-    let hash = state.hasher.hash(Purpose::RefreshToken, token);
+    let hash = state.hasher.ordered_key(Purpose::RefreshToken, token);
     Ok(state
         .store
         .refresh_token(tenant.id, &hash)

@@ -172,3 +172,51 @@ async fn a_scope_removed_from_the_tenant_is_no_longer_refreshed() {
         .unwrap();
     assert_eq!(refreshed["scope"], "read");
 }
+
+/// Refresh tokens lead with their issue time, so that their stored keys sort
+/// by it; tokens of the earlier format (43 random characters, keyed by their
+/// hash alone) still rotate.
+#[tokio::test]
+async fn refresh_tokens_of_the_earlier_format_still_rotate() {
+    use tessera_core::secret::{BearerSecret, Purpose};
+    let (app, web) = acme(true).await;
+    let first = first_tokens(&app, &web).await;
+    let issued = first["refresh_token"].as_str().unwrap();
+    assert_eq!(issued.len(), 44);
+    let tenant = app
+        .state
+        .store
+        .tenant_by_name("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let key = app.state.hasher.ordered_key(Purpose::RefreshToken, issued);
+    assert_eq!(key.0.len(), 6 + 32);
+    let mut earlier = app
+        .state
+        .store
+        .refresh_token(tenant.id, &key)
+        .await
+        .unwrap()
+        .expect("stored under its ordered key");
+
+    let legacy = BearerSecret::from_random_bytes([42; 32]);
+    assert_eq!(legacy.expose().len(), 43);
+    earlier.token_hash = app
+        .state
+        .hasher
+        .hash(Purpose::RefreshToken, legacy.expose());
+    earlier.family_id = "a-family-of-the-earlier-format".into();
+    app.state.store.put_refresh_token(&earlier).await.unwrap();
+
+    let rotated = refresh(&app, &web, legacy.expose(), None).await;
+    assert_eq!(rotated.status(), 200);
+    let rotated: Value = rotated.json().await.unwrap();
+    assert_eq!(rotated["refresh_token"].as_str().unwrap().len(), 44);
+    // Single use all the same.
+    let again = refresh(&app, &web, legacy.expose(), None).await;
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+}
