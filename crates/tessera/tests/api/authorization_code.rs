@@ -71,13 +71,7 @@ async fn oauth2_crate_completes_the_flow_with_a_partial_grant_and_refreshes() {
         &issuer,
     )
     .unwrap();
-    let alice = app
-        .state
-        .store
-        .tenant_by_name("acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let alice = app.stored_tenant("acme").await;
     let alice = app
         .state
         .store
@@ -608,13 +602,7 @@ async fn confidential_clients_that_send_pkce_must_complete_it() {
 async fn an_expired_code_is_invalid_grant() {
     let (app, web) = acme(true).await;
     let (verifier, challenge) = pkce_pair();
-    let tenant = app
-        .state
-        .store
-        .tenant_by_name("acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let tenant = app.stored_tenant("acme").await;
     let alice = app
         .state
         .store

@@ -139,13 +139,7 @@ async fn branding_values_are_validated() {
                 .is_err()
         );
     }
-    let tenant = app
-        .state
-        .store
-        .tenant_by_name("acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let tenant = app.stored_tenant("acme").await;
     assert!(
         app.state
             .store

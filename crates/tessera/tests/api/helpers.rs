@@ -182,6 +182,16 @@ async fn spawn(
 }
 
 impl TestApp {
+    /// The tenant `name` as stored.
+    pub async fn stored_tenant(&self, name: &str) -> tessera_core::Tenant {
+        self.state
+            .store
+            .tenant_by_name(name)
+            .await
+            .unwrap()
+            .expect("the tenant exists")
+    }
+
     /// The issuer as seen from the test: under the local address.
     pub fn issuer(&self, tenant: &str) -> String {
         format!("{}/t/{}", self.base_url, tenant)

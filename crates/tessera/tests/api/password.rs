@@ -160,13 +160,7 @@ async fn guessing_is_throttled_per_address_without_locking_the_owner_out() {
     assert_eq!(status, 200);
 
     // The lockout ends by itself.
-    let tenant = app
-        .state
-        .store
-        .tenant_by_name("acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let tenant = app.stored_tenant("acme").await;
     let later = tessera_core::UnixTime(now().0 + 31);
     assert!(
         app.state

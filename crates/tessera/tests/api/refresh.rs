@@ -151,13 +151,7 @@ async fn concurrent_rotations_succeed_once() {
 async fn a_scope_removed_from_the_tenant_is_no_longer_refreshed() {
     let (app, web) = acme(true).await;
     let first = first_tokens(&app, &web).await;
-    let tenant = app
-        .state
-        .store
-        .tenant_by_name("acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let tenant = app.stored_tenant("acme").await;
     assert!(
         app.state
             .store
@@ -183,13 +177,7 @@ async fn refresh_tokens_of_the_earlier_format_still_rotate() {
     let first = first_tokens(&app, &web).await;
     let issued = first["refresh_token"].as_str().unwrap();
     assert_eq!(issued.len(), 44);
-    let tenant = app
-        .state
-        .store
-        .tenant_by_name("acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let tenant = app.stored_tenant("acme").await;
     let key = app.state.hasher.ordered_key(Purpose::RefreshToken, issued);
     assert_eq!(key.0.len(), 6 + 32);
     let mut earlier = app

@@ -104,13 +104,7 @@ async fn key_rotation_keeps_the_old_key_published() {
 
     // Once the old key's tokens have all expired, it is no longer published.
     let later = tessera_core::UnixTime(now().0 + 901);
-    let tenant = app
-        .state
-        .store
-        .tenant_by_name("acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let tenant = app.stored_tenant("acme").await;
     let published = app
         .state
         .store
@@ -130,13 +124,7 @@ async fn deleted_clients_and_tenants_stop_working_at_once() {
         .await;
     let form = [("grant_type", "client_credentials")];
     assert_eq!(app.token_basic("acme", &client, &form).await.status(), 200);
-    let tenant = app
-        .state
-        .store
-        .tenant_by_name("acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let tenant = app.stored_tenant("acme").await;
     assert!(
         app.state
             .store

@@ -184,13 +184,7 @@ async fn inactive_for_unknown_malformed_expired_and_foreign_tokens() {
     // An expired opaque token.
     let opaque = opaque_client(&app, "acme").await;
     let token = access_token(&app, "acme", &opaque).await;
-    let tenant = app
-        .state
-        .store
-        .tenant_by_name("acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let tenant = app.stored_tenant("acme").await;
     let hash = app
         .state
         .hasher
@@ -425,13 +419,7 @@ async fn expired_rows_are_purged() {
         .await
         .unwrap();
     assert!(purged >= 1);
-    let tenant = app
-        .state
-        .store
-        .tenant_by_name("acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let tenant = app.stored_tenant("acme").await;
     let hash = app
         .state
         .hasher
