@@ -20,7 +20,7 @@ EXTRA_TENANTS=${BENCH_TENANTS:-10000}
 PEER_DIR=${BENCH_PEER_DIR:-$root/../shared/peers/node-oidc-provider}
 # Single-use credentials minted per second of a run: more than the server
 # can consume, so that none is sent twice.
-SINGLE_USE_PER_SECOND=${BENCH_SINGLE_USE_PER_SECOND:-16000}
+SINGLE_USE_PER_SECOND=${BENCH_SINGLE_USE_PER_SECOND:-40000}
 BACKEND=sqlite
 if [ "${1:-}" = "--postgres" ]; then BACKEND=postgres; fi
 
