@@ -74,7 +74,7 @@ impl SecretHash {
 
 /// Hashes server-generated secrets with a deployment-wide key.
 ///
-/// The secrets hashed here carry 256 bits of entropy, so a fast keyed hash is
+/// The secrets hashed here carry 216 to 256 bits of entropy, so a fast keyed hash is
 /// as safe as a slow one and costs microseconds instead of the tens of
 /// milliseconds a password hash would add to every token request.
 #[derive(Clone)]

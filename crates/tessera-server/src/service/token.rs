@@ -266,7 +266,8 @@ async fn refresh(
         .ok_or(TokenError::InvalidRequest("refresh_token is required"))?;
     let token_hash = state.hasher.ordered_key(Purpose::RefreshToken, presented);
     // Everything the successor needs that does not depend on the stored token
-    // is settled here, the signing key included, so that nothing can fail
+    // is settled here, the signing key included, so that only the signature
+    // (which fails only if aws-lc's random generator does) can fail
     // between spending the old token and answering with the new one. The
     // store reads the token, lets `decide` judge it and writes the rotation in
     // one transaction.
