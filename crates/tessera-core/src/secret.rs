@@ -35,6 +35,17 @@ impl BearerSecret {
         BearerSecret(URL_SAFE_NO_PAD.encode(bytes))
     }
 
+    /// Whether `value` has the shape of a secret this server hands out: 43
+    /// ([`Self::from_random_bytes`]) or 44 ([`Self::time_ordered`]) base64url
+    /// characters. Anything else cannot be one, and is refused without a
+    /// database lookup.
+    pub fn has_issued_shape(value: &str) -> bool {
+        matches!(value.len(), 43 | TIME_ORDERED_LEN)
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+
     /// Wraps a value received from a request.
     pub fn received(value: impl Into<String>) -> Self {
         BearerSecret(value.into())
@@ -265,6 +276,27 @@ mod tests {
                 h.ordered_key(Purpose::RefreshToken, other),
                 h.hash(Purpose::RefreshToken, other)
             );
+        }
+    }
+
+    #[test]
+    fn issued_shape() {
+        let random = BearerSecret::from_random_bytes([0xfb; 32]);
+        let ordered = BearerSecret::time_ordered(1_700_000_000_000, [0xfe; 27]);
+        assert!(BearerSecret::has_issued_shape(random.expose()));
+        assert!(BearerSecret::has_issued_shape(ordered.expose()));
+        let too_long = format!("{}A", ordered.expose());
+        let padded = format!("{}=", random.expose());
+        let not_base64url = format!("{}+", &ordered.expose()[..43]);
+        for other in [
+            "",
+            "abc",
+            &too_long,
+            &padded,
+            &not_base64url,
+            &"é".repeat(22),
+        ] {
+            assert!(!BearerSecret::has_issued_shape(other), "{other:?}");
         }
     }
 

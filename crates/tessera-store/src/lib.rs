@@ -127,8 +127,9 @@ pub struct Successor {
     pub access: AccessTokenRecord,
 }
 
-/// Decides, from the stored record of a presented refresh token, what
-/// replaces it, or refuses it with the error for the client. The store may
+/// Decides, from the stored record of a presented refresh token (as it was
+/// before this presentation), what replaces it, or refuses it with the error
+/// for the client. The store may
 /// call it more than once (a batch that is run again); it must not have side
 /// effects.
 pub type DecideSuccessor = Box<dyn Fn(&RefreshTokenRecord) -> Result<Successor, TokenError> + Send>;

@@ -1161,7 +1161,11 @@ impl Store for $store {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = unused {
-            let successor = match decide(&refresh_from_row(&row)?) {
+            // `decide` judges the token as it was before this update, as on
+            // the SQLite batch path.
+            let mut presented = refresh_from_row(&row)?;
+            presented.spent = false;
+            let successor = match decide(&presented) {
                 Ok(successor) => successor,
                 Err(refusal) => {
                     tx.rollback().await?;

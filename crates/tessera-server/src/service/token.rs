@@ -264,6 +264,11 @@ async fn refresh(
     let presented = params
         .refresh_token
         .ok_or(TokenError::InvalidRequest("refresh_token is required"))?;
+    // Rotation takes the database's write lock: a value that cannot be a
+    // refresh token of ours is refused before it gets there.
+    if !BearerSecret::has_issued_shape(presented) {
+        return Err(TokenError::InvalidGrant("the refresh token is invalid"));
+    }
     let token_hash = state.hasher.ordered_key(Purpose::RefreshToken, presented);
     // Everything the successor needs that does not depend on the stored token
     // is settled here, the signing key included, so that only the signature

@@ -208,3 +208,35 @@ async fn refresh_tokens_of_the_earlier_format_still_rotate() {
         "invalid_grant"
     );
 }
+
+/// Values that are not refresh tokens of this server, or only look like one,
+/// are refused with invalid_grant, and spend nothing.
+#[tokio::test]
+async fn malformed_and_unknown_refresh_tokens_are_invalid_grants() {
+    let (app, web) = acme(true).await;
+    let first = first_tokens(&app, &web).await;
+    let issued = first["refresh_token"].as_str().unwrap();
+    let unknown = tessera_core::secret::BearerSecret::time_ordered(1_700_000_000_000, [9; 27]);
+    for presented in [
+        "",
+        "x",
+        &format!("{issued}="),
+        &format!("{issued}A"),
+        &issued[..43],
+        &format!("{}+", &issued[..43]),
+        &"é".repeat(22),
+        unknown.expose(),
+    ] {
+        let response = refresh(&app, &web, presented, None).await;
+        assert_eq!(response.status(), 400, "{presented:?}");
+        let body: Value = response.json().await.unwrap();
+        let expected = if presented.is_empty() {
+            "invalid_request"
+        } else {
+            "invalid_grant"
+        };
+        assert_eq!(body["error"], expected, "{presented:?}");
+    }
+    let rotated = refresh(&app, &web, issued, None).await;
+    assert_eq!(rotated.status(), 200);
+}
