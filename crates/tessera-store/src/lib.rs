@@ -149,11 +149,32 @@ pub enum Rotation {
     Unknown,
 }
 
+/// What the first use of an authorization code issues: the access token's
+/// record (kept, so that a replay of the code can revoke it) and, for
+/// clients registered for the refresh_token grant, the first refresh token
+/// of the code's family.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub access: AccessTokenRecord,
+    pub refresh: Option<RefreshTokenRecord>,
+}
+
+/// Decides, from the stored record of a presented authorization code, what
+/// its first use issues, or refuses it with the error for the client (wrong
+/// client, verifier or redirect URI; expired). Called only for an unused
+/// code; like [`DecideSuccessor`], it may be called more than once and must
+/// not have side effects.
+pub type DecideIssue = Box<dyn Fn(&AuthorizationCode) -> Result<Issued, TokenError> + Send>;
+
 /// The outcome of presenting an authorization code.
 #[derive(Debug)]
 pub enum CodeRedemption {
-    /// First use: the code is now marked used.
-    First(AuthorizationCode),
+    /// First use, accepted: the code is now marked used and what it issued
+    /// stored, in the same transaction.
+    Redeemed(Box<Issued>),
+    /// The decision refused the code; nothing was written, so the code is
+    /// still there for its rightful client.
+    Refused(TokenError),
     /// The code was used before; the family its first use started has now been
     /// revoked (RFC 6749 §4.1.2).
     Replayed,
@@ -341,13 +362,17 @@ pub trait Store: Send + Sync + 'static {
 
     // Codes and tokens.
     async fn put_authorization_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
-    /// Atomically marks the code used. RFC 6749 §4.1.2: single use, even under
-    /// concurrent redemption.
+    /// In one transaction: reads the code `code_hash` of `tenant`; if it is
+    /// unused, asks `decide` what it issues, marks it used and stores that;
+    /// if it was used before, revokes its family. RFC 6749 §4.1.2: single
+    /// use, even under concurrent redemption, and a replay also reaches the
+    /// tokens of a first use still in flight.
     async fn redeem_authorization_code(
         &self,
         tenant: TenantId,
         code_hash: &SecretHash,
         now: UnixTime,
+        decide: DecideIssue,
     ) -> StoreResult<CodeRedemption>;
     async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> StoreResult<()>;
     async fn refresh_token(

@@ -24,7 +24,9 @@ use tessera_core::{
     Session, SigningKeyRecord, Tenant, TenantId, TenantName, TenantSettings, UnixTime, User,
 };
 
-use crate::{CodeRedemption, DecideSuccessor, Rotation, Store, StoreError, StoreResult};
+use crate::{
+    CodeRedemption, DecideIssue, DecideSuccessor, Rotation, Store, StoreError, StoreResult,
+};
 
 fn scope_set(text: &str) -> ScopeSet {
     // Stored scopes were validated on the way in.
@@ -1065,10 +1067,27 @@ impl Store for $store {
         tenant: TenantId,
         code_hash: &SecretHash,
         now: UnixTime,
+        decide: DecideIssue,
     ) -> StoreResult<CodeRedemption> {
+        if let Some(batch) = self.batch_writer() {
+            let work = crate::sqlite_batch::Work::Redeem {
+                tenant,
+                code_hash: code_hash.clone(),
+                now,
+                decide,
+            };
+            return match batch.write(work).await? {
+                crate::sqlite_batch::Done::Redemption(redemption) => Ok(redemption),
+                _ => Err(StoreError::Internal(
+                    "the batch writer answered a redemption with something else".into(),
+                )),
+            };
+        }
         let mut conn = self.write().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        // RFC 6749 §4.1.2: single use, decided by one conditional UPDATE.
+        // RFC 6749 §4.1.2: single use, decided by one conditional UPDATE,
+        // which also takes the row's lock before anything is read; a refusal
+        // rolls it back.
         let first = sqlx::query(
             "UPDATE authorization_codes SET used_at = $1 \
              WHERE code_hash = $2 AND tenant_id = $3 AND used_at IS NULL RETURNING *",
@@ -1078,25 +1097,37 @@ impl Store for $store {
         .bind(tenant.0)
         .fetch_optional(&mut *tx)
         .await?;
-        let outcome = match first {
-            Some(row) => CodeRedemption::First(code_from_row(&row)?),
-            None => {
-                let family: Option<String> = sqlx::query_scalar(
-                    "SELECT family_id FROM authorization_codes WHERE code_hash = $1 AND tenant_id = $2",
-                )
-                .bind(&code_hash.0)
-                .bind(tenant.0)
-                .fetch_optional(&mut *tx)
-                .await?;
-                match family {
-                    Some(family_id) => {
-                        // RFC 6749 §4.1.2: a replayed code revokes what it issued.
-                        revoke_family(&mut tx, &family_id, now).await?;
-                        CodeRedemption::Replayed
-                    }
-                    None => CodeRedemption::Unknown,
+        if let Some(row) = first {
+            let issued = match decide(&code_from_row(&row)?) {
+                Ok(issued) => issued,
+                Err(refusal) => {
+                    tx.rollback().await?;
+                    return Ok(CodeRedemption::Refused(refusal));
                 }
+            };
+            // Stored before the code's use commits, so that a replay, which
+            // waits for that commit, revokes them too.
+            insert_access(&mut *tx, &issued.access, None).await?;
+            if let Some(refresh) = &issued.refresh {
+                insert_refresh(&mut *tx, refresh).await?;
             }
+            tx.commit().await?;
+            return Ok(CodeRedemption::Redeemed(Box::new(issued)));
+        }
+        let family: Option<String> = sqlx::query_scalar(
+            "SELECT family_id FROM authorization_codes WHERE code_hash = $1 AND tenant_id = $2",
+        )
+        .bind(&code_hash.0)
+        .bind(tenant.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match family {
+            Some(family_id) => {
+                // RFC 6749 §4.1.2: a replayed code revokes what it issued.
+                revoke_family(&mut tx, &family_id, now).await?;
+                CodeRedemption::Replayed
+            }
+            None => CodeRedemption::Unknown,
         };
         tx.commit().await?;
         Ok(outcome)
@@ -1140,9 +1171,9 @@ impl Store for $store {
             };
             return match batch.write(work).await? {
                 crate::sqlite_batch::Done::Rotation(rotation) => Ok(rotation),
-                crate::sqlite_batch::Done::Stored => {
-                    Err(StoreError::Internal("the batch writer answered a rotation with a store".into()))
-                }
+                _ => Err(StoreError::Internal(
+                    "the batch writer answered a rotation with something else".into(),
+                )),
             };
         }
         let mut conn = self.write().await?;

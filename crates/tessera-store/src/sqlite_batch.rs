@@ -1,5 +1,5 @@
-//! Group commit for SQLite's hot writes: the records of issued tokens and
-//! refresh token rotations.
+//! Group commit for SQLite's hot writes: the records of issued tokens,
+//! refresh token rotations and authorization code redemptions.
 //!
 //! A token request that writes would otherwise pay for its own transaction:
 //! a round trip to sqlx's worker thread per statement and one WAL commit,
@@ -29,8 +29,8 @@ use tessera_core::secret::SecretHash;
 use tessera_core::{AccessTokenRecord, RefreshTokenRecord, TenantId, UnixTime};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::sqlite_read::refresh_from_row;
-use crate::{DecideSuccessor, Rotation, StoreError, StoreResult};
+use crate::sqlite_read::{code_from_row, refresh_from_row};
+use crate::{CodeRedemption, DecideIssue, DecideSuccessor, Rotation, StoreError, StoreResult};
 
 /// Writes taken into one transaction at most. Bounds how long the batch
 /// holds the write lock against the CLI and the sqlx writer.
@@ -53,12 +53,20 @@ pub(crate) enum Work {
         now: UnixTime,
         decide: DecideSuccessor,
     },
+    /// See [`crate::Store::redeem_authorization_code`].
+    Redeem {
+        tenant: TenantId,
+        code_hash: SecretHash,
+        now: UnixTime,
+        decide: DecideIssue,
+    },
 }
 
 /// What a write came to.
 pub(crate) enum Done {
     Stored,
     Rotation(Rotation),
+    Redemption(CodeRedemption),
 }
 
 struct Job {
@@ -346,18 +354,73 @@ fn apply(connection: &Connection, work: &Work) -> StoreResult<Done> {
                 insert_access(connection, &successor.access)?;
                 return Ok(Done::Rotation(Rotation::Rotated(Box::new(successor))));
             }
-            for statement in [
-                "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
-                "UPDATE access_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
-            ] {
-                connection
-                    .prepare_cached(statement)
-                    .and_then(|mut s| s.execute(params![now.0, presented.family_id]))
-                    .map_err(store_error)?;
-            }
+            revoke_family(connection, &presented.family_id, *now)?;
             Ok(Done::Rotation(Rotation::Reused))
         }
+        Work::Redeem {
+            tenant,
+            code_hash,
+            now,
+            decide,
+        } => redeem(connection, *tenant, code_hash, *now, decide).map(Done::Redemption),
     }
+}
+
+/// [`Work::Redeem`]. The batch holds the write lock: nothing can change the
+/// code between this read and the UPDATE.
+fn redeem(
+    connection: &Connection,
+    tenant: TenantId,
+    code_hash: &SecretHash,
+    now: UnixTime,
+    decide: &DecideIssue,
+) -> StoreResult<CodeRedemption> {
+    let Some((code, used)) = connection
+        .prepare_cached("SELECT * FROM authorization_codes WHERE code_hash = ?1 AND tenant_id = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![code_hash.0, tenant.0], code_from_row)
+                .optional()
+        })
+        .map_err(store_error)?
+    else {
+        return Ok(CodeRedemption::Unknown);
+    };
+    if used {
+        // RFC 6749 §4.1.2: a replayed code revokes what it issued, which
+        // its first use stored in the same transaction as the use itself.
+        revoke_family(connection, &code.family_id, now)?;
+        return Ok(CodeRedemption::Replayed);
+    }
+    let issued = match decide(&code) {
+        Ok(issued) => issued,
+        Err(refusal) => return Ok(CodeRedemption::Refused(refusal)),
+    };
+    // RFC 6749 §4.1.2: single use.
+    connection
+        .prepare_cached(
+            "UPDATE authorization_codes SET used_at = ?1 WHERE code_hash = ?2 AND tenant_id = ?3",
+        )
+        .and_then(|mut s| s.execute(params![now.0, code_hash.0, tenant.0]))
+        .map_err(store_error)?;
+    insert_access(connection, &issued.access)?;
+    if let Some(refresh) = &issued.refresh {
+        insert_refresh(connection, refresh)?;
+    }
+    Ok(CodeRedemption::Redeemed(Box::new(issued)))
+}
+
+/// Revokes every refresh and access token of `family_id`.
+fn revoke_family(connection: &Connection, family_id: &str, now: UnixTime) -> StoreResult<()> {
+    for statement in [
+        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+        "UPDATE access_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+    ] {
+        connection
+            .prepare_cached(statement)
+            .and_then(|mut s| s.execute(params![now.0, family_id]))
+            .map_err(store_error)?;
+    }
+    Ok(())
 }
 
 fn insert_access(connection: &Connection, t: &AccessTokenRecord) -> StoreResult<()> {
@@ -600,6 +663,97 @@ mod tests {
             ),
             2
         );
+    }
+
+    /// A redemption of code `hash` that issues the access token `jti` and the
+    /// refresh token `refresh_hash` in the code's family, unless `refuse`.
+    fn redeem_code(hash: u8, jti: &str, refresh_hash: u8, now: i64, refuse: bool) -> Work {
+        let jti = jti.to_owned();
+        Work::Redeem {
+            tenant: TenantId(1),
+            code_hash: SecretHash(vec![hash; 32]),
+            now: UnixTime(now),
+            decide: Box::new(move |code| {
+                if refuse {
+                    return Err(TokenError::InvalidGrant("refused"));
+                }
+                Ok(crate::Issued {
+                    access: access(&jti, &code.family_id),
+                    refresh: Some(refresh(refresh_hash, &code.family_id)),
+                })
+            }),
+        }
+    }
+
+    /// A refused redemption writes nothing; the first accepted one marks the
+    /// code used and stores its tokens in the same batch; a replay, even in
+    /// that batch, revokes them.
+    #[tokio::test]
+    async fn a_code_is_redeemed_once_with_its_tokens_and_a_replay_revokes_them() {
+        let (_dir, path, _) = migrated_database().await;
+        let mut connection = open(&path).unwrap();
+        // The records name no real tenant, client or user.
+        connection
+            .execute_batch("PRAGMA foreign_keys = OFF")
+            .unwrap();
+        connection
+            .execute(
+                "INSERT INTO authorization_codes (code_hash, tenant_id, client_id, user_id, \
+                 redirect_uri, redirect_uri_in_request, scope, code_challenge, auth_time, \
+                 expires_at, family_id) VALUES (?1, 1, 'client', 'user', \
+                 'https://app.example/cb', 1, 'read', NULL, 1, 1000, 'code-family')",
+                [vec![7u8; 32]],
+            )
+            .unwrap();
+        let batch = [
+            job(redeem_code(7, "refused", 70, 2, true)),
+            job(redeem_code(7, "first", 71, 3, false)),
+            job(redeem_code(7, "replay", 72, 4, false)),
+            job(redeem_code(8, "unknown", 80, 4, false)),
+        ];
+        let (jobs, _replies): (Vec<Job>, Vec<_>) = batch.into_iter().unzip();
+        let outcomes = commit_batch(&mut connection, &jobs).unwrap();
+
+        assert!(matches!(
+            &outcomes[0],
+            Ok(Done::Redemption(CodeRedemption::Refused(
+                TokenError::InvalidGrant("refused")
+            )))
+        ));
+        assert!(matches!(
+            &outcomes[1],
+            Ok(Done::Redemption(CodeRedemption::Redeemed(issued))) if issued.access.jti == "first"
+        ));
+        assert!(matches!(
+            outcomes[2],
+            Ok(Done::Redemption(CodeRedemption::Replayed))
+        ));
+        assert!(matches!(
+            outcomes[3],
+            Ok(Done::Redemption(CodeRedemption::Unknown))
+        ));
+        assert_eq!(
+            count(&connection, "SELECT used_at FROM authorization_codes"),
+            3
+        );
+        assert_eq!(count(&connection, "SELECT count(*) FROM access_tokens"), 1);
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM access_tokens WHERE jti = 'first' \
+                 AND family_id = 'code-family' AND revoked_at = 4"
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM refresh_tokens WHERE family_id = 'code-family' \
+                 AND revoked_at = 4"
+            ),
+            1
+        );
+        assert_eq!(count(&connection, "SELECT count(*) FROM refresh_tokens"), 1);
     }
 
     /// Writes queued from many tasks at once are each answered with their

@@ -20,8 +20,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use tessera_core::pkce::CodeChallenge;
 use tessera_core::secret::SecretHash;
-use tessera_core::{AccessTokenRecord, ClientId, RefreshTokenRecord, ScopeSet, TenantId, UnixTime};
+use tessera_core::{
+    AccessTokenRecord, AuthorizationCode, ClientId, RedirectUri, RefreshTokenRecord, ScopeSet,
+    TenantId, UnixTime,
+};
 
 use crate::sqlite_batch::store_error;
 use crate::{StoreError, StoreResult};
@@ -262,6 +266,26 @@ pub(crate) fn refresh_from_row(row: &Row<'_>) -> rusqlite::Result<RefreshTokenRe
         spent: row.get::<_, Option<i64>>("used_at")?.is_some()
             || row.get::<_, Option<i64>>("revoked_at")?.is_some(),
     })
+}
+
+/// An authorization code and whether it was used.
+pub(crate) fn code_from_row(row: &Row<'_>) -> rusqlite::Result<(AuthorizationCode, bool)> {
+    let code = AuthorizationCode {
+        code_hash: SecretHash(row.get("code_hash")?),
+        tenant_id: TenantId(row.get("tenant_id")?),
+        client_id: ClientId::new(row.get::<_, String>("client_id")?),
+        user_id: row.get("user_id")?,
+        redirect_uri: RedirectUri::from_stored(row.get("redirect_uri")?),
+        redirect_uri_in_request: row.get("redirect_uri_in_request")?,
+        scope: scope_set(&row.get::<_, String>("scope")?),
+        code_challenge: row
+            .get::<_, Option<String>>("code_challenge")?
+            .map(CodeChallenge::from_stored),
+        auth_time: UnixTime(row.get("auth_time")?),
+        expires_at: UnixTime(row.get("expires_at")?),
+        family_id: row.get("family_id")?,
+    };
+    Ok((code, row.get::<_, Option<i64>>("used_at")?.is_some()))
 }
 
 fn access_from_row(row: &Row<'_>) -> rusqlite::Result<AccessTokenRecord> {

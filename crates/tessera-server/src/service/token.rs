@@ -6,12 +6,12 @@ use std::sync::Arc;
 use serde::Serialize;
 use tessera_core::grant::{check_code_redemption, check_refresh, requested_scope};
 use tessera_core::jwt::{AccessTokenClaims, Audience, SigningKey};
-use tessera_core::secret::{BearerSecret, Purpose};
+use tessera_core::secret::{BearerSecret, Purpose, SecretHash};
 use tessera_core::{
-    AccessTokenRecord, Client, GrantType, RefreshTokenRecord, ScopeSet, Tenant, TokenError,
-    TokenFormat, UnixTime,
+    AccessTokenRecord, Client, ClientId, GrantType, RefreshTokenRecord, ScopeSet, Tenant, TenantId,
+    TokenError, TokenFormat, UnixTime,
 };
-use tessera_store::{CodeRedemption, DecideSuccessor, Rotation, Successor};
+use tessera_store::{CodeRedemption, DecideIssue, DecideSuccessor, Issued, Rotation, Successor};
 
 use super::credentials::{Verdict, check_password};
 use super::{ServiceError, new_ordered_id, new_refresh_secret, new_secret};
@@ -121,7 +121,7 @@ pub async fn exchange(
 async fn authorization_code(
     state: &AppState,
     tenant: &Tenant,
-    client: &Client,
+    client: &Arc<Client>,
     params: &TokenParams<'_>,
     now: UnixTime,
 ) -> Result<TokenResponse, TokenError> {
@@ -133,14 +133,56 @@ async fn authorization_code(
     let code = params
         .code
         .ok_or(TokenError::InvalidRequest("code is required"))?;
+    // Redemption takes the database's write lock: a value that cannot be a
+    // code of ours is refused before it gets there.
+    if !BearerSecret::has_issued_shape(code) {
+        return Err(TokenError::InvalidGrant(
+            "the code is invalid or was already used",
+        ));
+    }
     let code_hash = state.hasher.hash(Purpose::AuthorizationCode, code);
-    let code = match state
+    // As in `refresh`: everything that does not depend on the stored code is
+    // settled first, and the store checks the code, marks it used and stores
+    // the tokens in one transaction, so that a replay always finds them to
+    // revoke. Only the signature comes after.
+    let encoding = access_encoding(state, tenant, client, now).await?;
+    let template = access_template(state, tenant, client, &encoding, now);
+    let refresh = client
+        .allows_grant(GrantType::RefreshToken)
+        .then(|| RefreshPlan::new(state, tenant, client, now));
+    let decide: DecideIssue = {
+        let client = client.clone();
+        let redirect_uri = params.redirect_uri.map(str::to_owned);
+        let code_verifier = params.code_verifier.map(str::to_owned);
+        let refresh = refresh.as_ref().map(|(_, plan)| plan.clone());
+        Box::new(move |code| {
+            check_code_redemption(
+                code,
+                &client,
+                redirect_uri.as_deref(),
+                code_verifier.as_deref(),
+                now,
+            )?;
+            let subject = Subject::User {
+                id: code.user_id.clone(),
+                auth_time: code.auth_time,
+            };
+            Ok(Issued {
+                access: access_record(&template, &subject, &code.scope, Some(&code.family_id)),
+                refresh: refresh
+                    .as_ref()
+                    .map(|plan| plan.record(&code.family_id, &subject, &code.scope)),
+            })
+        })
+    };
+    let issued = match state
         .store
-        .redeem_authorization_code(tenant.id, &code_hash, now)
+        .redeem_authorization_code(tenant.id, &code_hash, now, decide)
         .await
         .map_err(ServiceError::from)?
     {
-        CodeRedemption::First(code) => code,
+        CodeRedemption::Redeemed(issued) => issued,
+        CodeRedemption::Refused(error) => return Err(error),
         CodeRedemption::Replayed => {
             tracing::warn!(client_id = %client.client_id, "authorization code replayed; its tokens were revoked");
             return Err(TokenError::InvalidGrant(
@@ -153,28 +195,14 @@ async fn authorization_code(
             ));
         }
     };
-    check_code_redemption(
-        &code,
-        client,
-        params.redirect_uri,
-        params.code_verifier,
-        now,
-    )?;
-    let subject = Subject::User {
-        id: code.user_id.clone(),
-        auth_time: code.auth_time,
-    };
-    issue(
-        state,
-        tenant,
-        client,
-        &subject,
-        &code.scope,
-        &code.scope,
-        Some(&code.family_id),
-        now,
-    )
-    .await
+    let access_token = encode_access_token(state, tenant, encoding, &issued.access)?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: client.lifetimes(tenant.lifetimes).access_token,
+        refresh_token: refresh.map(|(secret, _)| secret.expose().to_owned()),
+        scope: issued.access.scope.to_string(),
+    })
 }
 
 /// RFC 6749 §4.3: resource owner password credentials, for clients registered
@@ -225,7 +253,7 @@ async fn password(
         id: user.id,
         auth_time: now,
     };
-    issue(state, tenant, client, &subject, &scope, &scope, None, now).await
+    issue(state, tenant, client, &subject, &scope, now).await
 }
 
 async fn client_credentials(
@@ -342,49 +370,20 @@ async fn refresh(
 
 /// Issues an access token and, for clients registered for the refresh_token
 /// grant, the first refresh token of a new family.
-#[allow(clippy::too_many_arguments)]
 async fn issue(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
     subject: &Subject,
-    access_scope: &ScopeSet,
-    grant_scope: &ScopeSet,
-    family_id: Option<&str>,
+    scope: &ScopeSet,
     now: UnixTime,
 ) -> Result<TokenResponse, TokenError> {
-    let family_id = family_id.map(str::to_owned).unwrap_or_else(new_ordered_id);
-    let access = mint_access_token(
-        state,
-        tenant,
-        client,
-        subject,
-        access_scope,
-        Some(&family_id),
-        now,
-    )
-    .await?;
+    let family_id = new_ordered_id();
+    let access =
+        mint_access_token(state, tenant, client, subject, scope, Some(&family_id), now).await?;
     let refresh = client.allows_grant(GrantType::RefreshToken).then(|| {
-        let secret = new_refresh_secret();
-        let (user_id, auth_time) = match subject {
-            Subject::User { id, auth_time } => (Some(id.clone()), Some(*auth_time)),
-            Subject::Client => (None, None),
-        };
-        let record = RefreshTokenRecord {
-            token_hash: state
-                .hasher
-                .ordered_key(Purpose::RefreshToken, secret.expose()),
-            family_id,
-            tenant_id: tenant.id,
-            client_id: client.client_id.clone(),
-            user_id,
-            scope: grant_scope.clone(),
-            auth_time,
-            issued_at: now,
-            expires_at: now.plus_seconds(client.lifetimes(tenant.lifetimes).refresh_token),
-            spent: false,
-        };
-        (secret, record)
+        let (secret, plan) = RefreshPlan::new(state, tenant, client, now);
+        (secret, plan.record(&family_id, subject, scope))
     });
     // Both records in one transaction: one write instead of two.
     state
@@ -397,8 +396,61 @@ async fn issue(
         token_type: "Bearer",
         expires_in: client.lifetimes(tenant.lifetimes).access_token,
         refresh_token: refresh.map(|(secret, _)| secret.expose().to_owned()),
-        scope: access_scope.to_string(),
+        scope: scope.to_string(),
     })
+}
+
+/// The first refresh token of a family, drawn before the grant is decided:
+/// what it says whatever the grant turns out to be. [`RefreshPlan::record`]
+/// completes it.
+#[derive(Clone)]
+struct RefreshPlan {
+    token_hash: SecretHash,
+    tenant_id: TenantId,
+    client_id: ClientId,
+    issued_at: UnixTime,
+    expires_at: UnixTime,
+}
+
+impl RefreshPlan {
+    /// A new refresh token for `client`, and the plan of its record.
+    fn new(
+        state: &AppState,
+        tenant: &Tenant,
+        client: &Client,
+        now: UnixTime,
+    ) -> (BearerSecret, Self) {
+        let secret = new_refresh_secret();
+        let plan = RefreshPlan {
+            token_hash: state
+                .hasher
+                .ordered_key(Purpose::RefreshToken, secret.expose()),
+            tenant_id: tenant.id,
+            client_id: client.client_id.clone(),
+            issued_at: now,
+            expires_at: now.plus_seconds(client.lifetimes(tenant.lifetimes).refresh_token),
+        };
+        (secret, plan)
+    }
+
+    fn record(&self, family_id: &str, subject: &Subject, scope: &ScopeSet) -> RefreshTokenRecord {
+        let (user_id, auth_time) = match subject {
+            Subject::User { id, auth_time } => (Some(id.clone()), Some(*auth_time)),
+            Subject::Client => (None, None),
+        };
+        RefreshTokenRecord {
+            token_hash: self.token_hash.clone(),
+            family_id: family_id.to_owned(),
+            tenant_id: self.tenant_id,
+            client_id: self.client_id.clone(),
+            user_id,
+            scope: scope.clone(),
+            auth_time,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            spent: false,
+        }
+    }
 }
 
 /// The `aud` of a client's access tokens: its registered audiences, or, when it

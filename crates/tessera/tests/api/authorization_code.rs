@@ -309,7 +309,37 @@ async fn pkce_and_binding_failures_are_invalid_grant() {
         assert_eq!(response.status(), 400, "{attempt}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"], "invalid_grant", "{attempt}");
+        // A refused attempt spends nothing: the code is still there for its
+        // client, so that whoever injects a stolen code cannot burn it.
+        let rightful = redeem_public(&app, &web, &code, &verifier).await;
+        assert_eq!(rightful.status(), 200, "{attempt}");
     }
+}
+
+/// Values that cannot be codes of this server, and unknown ones, are
+/// invalid_grant; none of them touches a real code.
+#[tokio::test]
+async fn malformed_and_unknown_codes_are_invalid_grant() {
+    let (app, web) = acme(true).await;
+    let (verifier, challenge) = pkce_pair();
+    let code = obtain_code(&app, &web, &challenge, "read").await;
+    let unknown = tessera_core::secret::BearerSecret::from_random_bytes([3; 32]);
+    for presented in [
+        "x",
+        &format!("{code}="),
+        &code[..42],
+        &format!("{}+", &code[..42]),
+        unknown.expose(),
+    ] {
+        let response = redeem_public(&app, &web, presented, &verifier).await;
+        assert_eq!(response.status(), 400, "{presented:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_grant", "{presented:?}");
+    }
+    assert_eq!(
+        redeem_public(&app, &web, &code, &verifier).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -611,7 +641,8 @@ async fn an_expired_code_is_invalid_grant() {
         .unwrap()
         .unwrap();
     // A code minted a minute and a half ago, as the consent step would have.
-    let code = "an-old-code-of-at-least-forty-three-characters-long";
+    let code = "an-old-code-of-forty-three-characters-long0";
+    assert_eq!(code.len(), 43);
     app.state
         .store
         .put_authorization_code(&tessera_core::AuthorizationCode {
