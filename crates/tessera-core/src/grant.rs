@@ -246,8 +246,8 @@ pub struct ValidRequest {
     pub code_challenge: Option<CodeChallenge>,
 }
 
-/// Checks a consumed authorization code against the token request that
-/// presented it (RFC 6749 §4.1.3, RFC 7636 §4.6).
+/// Checks a stored, unused authorization code against the token request
+/// that presented it (RFC 6749 §4.1.3, RFC 7636 §4.6).
 pub fn check_code_redemption(
     code: &AuthorizationCode,
     client: &Client,

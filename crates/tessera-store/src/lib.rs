@@ -365,8 +365,9 @@ pub trait Store: Send + Sync + 'static {
     /// In one transaction: reads the code `code_hash` of `tenant`; if it is
     /// unused, asks `decide` what it issues, marks it used and stores that;
     /// if it was used before, revokes its family. RFC 6749 §4.1.2: single
-    /// use, even under concurrent redemption, and a replay also reaches the
-    /// tokens of a first use still in flight.
+    /// use, even under concurrent redemption; and since a replay sees the
+    /// code used only once this transaction has committed, it always finds
+    /// the tokens to revoke.
     async fn redeem_authorization_code(
         &self,
         tenant: TenantId,

@@ -26,7 +26,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use sqlx::SqliteConnection;
 use tessera_core::secret::SecretHash;
-use tessera_core::{AccessTokenRecord, RefreshTokenRecord, TenantId, UnixTime};
+use tessera_core::{AccessTokenRecord, RefreshTokenRecord, TenantId, TokenError, UnixTime};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::sqlite_read::{code_from_row, refresh_from_row};
@@ -336,7 +336,7 @@ fn apply(connection: &Connection, work: &Work) -> StoreResult<Done> {
             else {
                 return Ok(Done::Rotation(Rotation::Unknown));
             };
-            let successor = match decide(&presented) {
+            let successor = match guarded(|| decide(&presented))? {
                 Ok(successor) => successor,
                 Err(refusal) => return Ok(Done::Rotation(Rotation::Refused(refusal))),
             };
@@ -391,22 +391,38 @@ fn redeem(
         revoke_family(connection, &code.family_id, now)?;
         return Ok(CodeRedemption::Replayed);
     }
-    let issued = match decide(&code) {
+    let issued = match guarded(|| decide(&code))? {
         Ok(issued) => issued,
         Err(refusal) => return Ok(CodeRedemption::Refused(refusal)),
     };
-    // RFC 6749 §4.1.2: single use.
-    connection
+    // RFC 6749 §4.1.2: single use. The read above, under the write lock,
+    // found the code unused; the condition keeps that true even so.
+    let used = connection
         .prepare_cached(
-            "UPDATE authorization_codes SET used_at = ?1 WHERE code_hash = ?2 AND tenant_id = ?3",
+            "UPDATE authorization_codes SET used_at = ?1 \
+             WHERE code_hash = ?2 AND tenant_id = ?3 AND used_at IS NULL",
         )
         .and_then(|mut s| s.execute(params![now.0, code_hash.0, tenant.0]))
         .map_err(store_error)?;
+    if used != 1 {
+        return Err(StoreError::Internal(
+            "an unused code could not be marked used".into(),
+        ));
+    }
     insert_access(connection, &issued.access)?;
     if let Some(refresh) = &issued.refresh {
         insert_refresh(connection, refresh)?;
     }
     Ok(CodeRedemption::Redeemed(Box::new(issued)))
+}
+
+/// Runs a decision of the server's. A panic in it would end this thread, and
+/// with it every SQLite write until a restart: it fails its own job instead.
+fn guarded<T>(
+    decide: impl FnOnce() -> Result<T, TokenError>,
+) -> StoreResult<Result<T, TokenError>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decide))
+        .map_err(|_| StoreError::Internal("a token decision panicked".into()))
 }
 
 /// Revokes every refresh and access token of `family_id`.
@@ -493,7 +509,7 @@ pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use tessera_core::{ClientId, ScopeSet, TokenError};
+    use tessera_core::{ClientId, ScopeSet};
 
     use super::*;
 
@@ -754,6 +770,49 @@ mod tests {
             1
         );
         assert_eq!(count(&connection, "SELECT count(*) FROM refresh_tokens"), 1);
+    }
+
+    /// A decision that panics fails its own job; the batch thread and the
+    /// other jobs of the batch go on.
+    #[tokio::test]
+    async fn a_panicking_decision_fails_only_its_job() {
+        let (_dir, path, _) = migrated_database().await;
+        let mut connection = open(&path).unwrap();
+        connection
+            .execute_batch("PRAGMA foreign_keys = OFF")
+            .unwrap();
+        connection
+            .execute(
+                "INSERT INTO authorization_codes (code_hash, tenant_id, client_id, user_id, \
+                 redirect_uri, redirect_uri_in_request, scope, code_challenge, auth_time, \
+                 expires_at, family_id) VALUES (?1, 1, 'client', 'user', \
+                 'https://app.example/cb', 1, 'read', NULL, 1, 1000, 'f')",
+                [vec![7u8; 32]],
+            )
+            .unwrap();
+        let batch = [
+            job(Work::Redeem {
+                tenant: TenantId(1),
+                code_hash: SecretHash(vec![7; 32]),
+                now: UnixTime(2),
+                decide: Box::new(|_| panic!("a bug in a decision")),
+            }),
+            job(Work::Tokens {
+                access: Some(access("a1", "f1")),
+                refresh: None,
+            }),
+        ];
+        let (jobs, _replies): (Vec<Job>, Vec<_>) = batch.into_iter().unzip();
+        let outcomes = commit_batch(&mut connection, &jobs).unwrap();
+        assert!(matches!(outcomes[0], Err(StoreError::Internal(_))));
+        assert!(matches!(outcomes[1], Ok(Done::Stored)));
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM authorization_codes WHERE used_at IS NULL"
+            ),
+            1
+        );
     }
 
     /// Writes queued from many tasks at once are each answered with their

@@ -182,7 +182,12 @@ async fn authorization_code(
         .map_err(ServiceError::from)?
     {
         CodeRedemption::Redeemed(issued) => issued,
-        CodeRedemption::Refused(error) => return Err(error),
+        CodeRedemption::Refused(error) => {
+            // RFC 9700 §4.5: a code presented by the wrong client, or
+            // without its verifier, may have leaked.
+            tracing::warn!(client_id = %client.client_id, %error, "authorization code refused");
+            return Err(error);
+        }
         CodeRedemption::Replayed => {
             tracing::warn!(client_id = %client.client_id, "authorization code replayed; its tokens were revoked");
             return Err(TokenError::InvalidGrant(

@@ -669,4 +669,5 @@ async fn an_expired_code_is_invalid_grant() {
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(body["error_description"], "the code has expired");
 }
