@@ -14,6 +14,9 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
+/// A pooled connection idle for this long is pinged before it is handed out.
+const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/database`, with any
     /// libpq-style parameters sqlx accepts, such as
@@ -29,8 +32,19 @@ impl PostgresStore {
             .max_connections(pool.max_connections.max(1))
             .acquire_timeout(pool.acquire_timeout)
             // A connection the server dropped (restart, pg_terminate_backend)
-            // is noticed and replaced before it is handed out.
-            .test_before_acquire(true)
+            // while it sat idle is noticed and replaced before it is handed
+            // out. One in steady use is not pinged first: that would be a
+            // round trip on every request. If it was dropped, its request
+            // fails cleanly (503) and sqlx closes it.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                        sqlx::Connection::ping(connection).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         // sqlx holds a PostgreSQL advisory lock while it migrates, so nodes
