@@ -681,6 +681,23 @@ mod tests {
         );
     }
 
+    /// Stores an unused code `hash` of `family`, expiring at 1000, with
+    /// foreign keys off: the records name no real tenant, client or user.
+    fn insert_code(connection: &Connection, hash: u8, family: &str) {
+        connection
+            .execute_batch("PRAGMA foreign_keys = OFF")
+            .unwrap();
+        connection
+            .execute(
+                "INSERT INTO authorization_codes (code_hash, tenant_id, client_id, user_id, \
+                 redirect_uri, redirect_uri_in_request, scope, code_challenge, auth_time, \
+                 expires_at, family_id) VALUES (?1, 1, 'client', 'user', \
+                 'https://app.example/cb', 1, 'read', NULL, 1, 1000, ?2)",
+                params![vec![hash; 32], family],
+            )
+            .unwrap();
+    }
+
     /// A redemption of code `hash` that issues the access token `jti` and the
     /// refresh token `refresh_hash` in the code's family, unless `refuse`.
     fn redeem_code(hash: u8, jti: &str, refresh_hash: u8, now: i64, refuse: bool) -> Work {
@@ -708,19 +725,7 @@ mod tests {
     async fn a_code_is_redeemed_once_with_its_tokens_and_a_replay_revokes_them() {
         let (_dir, path, _) = migrated_database().await;
         let mut connection = open(&path).unwrap();
-        // The records name no real tenant, client or user.
-        connection
-            .execute_batch("PRAGMA foreign_keys = OFF")
-            .unwrap();
-        connection
-            .execute(
-                "INSERT INTO authorization_codes (code_hash, tenant_id, client_id, user_id, \
-                 redirect_uri, redirect_uri_in_request, scope, code_challenge, auth_time, \
-                 expires_at, family_id) VALUES (?1, 1, 'client', 'user', \
-                 'https://app.example/cb', 1, 'read', NULL, 1, 1000, 'code-family')",
-                [vec![7u8; 32]],
-            )
-            .unwrap();
+        insert_code(&connection, 7, "code-family");
         let batch = [
             job(redeem_code(7, "refused", 70, 2, true)),
             job(redeem_code(7, "first", 71, 3, false)),
@@ -778,18 +783,7 @@ mod tests {
     async fn a_panicking_decision_fails_only_its_job() {
         let (_dir, path, _) = migrated_database().await;
         let mut connection = open(&path).unwrap();
-        connection
-            .execute_batch("PRAGMA foreign_keys = OFF")
-            .unwrap();
-        connection
-            .execute(
-                "INSERT INTO authorization_codes (code_hash, tenant_id, client_id, user_id, \
-                 redirect_uri, redirect_uri_in_request, scope, code_challenge, auth_time, \
-                 expires_at, family_id) VALUES (?1, 1, 'client', 'user', \
-                 'https://app.example/cb', 1, 'read', NULL, 1, 1000, 'f')",
-                [vec![7u8; 32]],
-            )
-            .unwrap();
+        insert_code(&connection, 7, "f");
         let batch = [
             job(Work::Redeem {
                 tenant: TenantId(1),
