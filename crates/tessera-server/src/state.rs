@@ -62,7 +62,9 @@ impl AppState {
     /// Loads (creating on first use) the deployment's hashing key.
     pub async fn new(store: Arc<dyn Store>, public_url: &str) -> Result<Self, ServiceError> {
         let key = store
-            .server_secret(HASH_KEY_NAME, crate::service::random_bytes::<32>().to_vec())
+            .server_secret(HASH_KEY_NAME, &|| {
+                crate::service::random_bytes::<32>().to_vec()
+            })
             .await?;
         Ok(AppState {
             shared: Arc::new(Shared {

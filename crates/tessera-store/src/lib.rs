@@ -197,8 +197,12 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64>;
 
     /// The deployment-wide secret named `name`, created from `generate` the
-    /// first time it is asked for.
-    async fn server_secret(&self, name: &str, generate: Vec<u8>) -> StoreResult<Vec<u8>>;
+    /// first time it is asked for (`generate` is not called otherwise).
+    async fn server_secret(
+        &self,
+        name: &str,
+        generate: &(dyn Fn() -> Vec<u8> + Send + Sync),
+    ) -> StoreResult<Vec<u8>>;
     /// Sets the deployment-wide secret `name`, replacing any (for `import`).
     async fn replace_server_secret(&self, name: &str, value: &[u8]) -> StoreResult<()>;
 

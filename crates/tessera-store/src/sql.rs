@@ -345,10 +345,22 @@ impl Store for $store {
         Ok(purged)
     }
 
-    async fn server_secret(&self, name: &str, generate: Vec<u8>) -> StoreResult<Vec<u8>> {
+    async fn server_secret(
+        &self,
+        name: &str,
+        generate: &(dyn Fn() -> Vec<u8> + Send + Sync),
+    ) -> StoreResult<Vec<u8>> {
+        let existing = sqlx::query("SELECT value FROM server_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *self.write().await?)
+            .await?;
+        if let Some(row) = existing {
+            return Ok(row.try_get("value")?);
+        }
+        // Another process may be creating it too: the first insert wins.
         sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(name)
-            .bind(generate)
+            .bind(generate())
             .execute(&mut *self.write().await?)
             .await?;
         let row = sqlx::query("SELECT value FROM server_secrets WHERE name = $1")

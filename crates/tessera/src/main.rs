@@ -6,6 +6,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    tessera_server::service::seed_random_generator_in_background();
     let args = <cli::Args as clap::Parser>::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

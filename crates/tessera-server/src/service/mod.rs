@@ -63,6 +63,18 @@ impl From<ServiceError> for AuthorizeError {
 }
 
 /// `N` bytes from the operating system's CSPRNG.
+/// Seeds aws-lc's random generator on a thread of its own, so that its
+/// one-time cost (tens of milliseconds collecting CPU jitter entropy, its
+/// second entropy source beside the OS) runs while the database opens
+/// instead of after it. Whoever draws first meanwhile waits for it.
+pub fn seed_random_generator_in_background() {
+    let _ = std::thread::Builder::new()
+        .name("tessera-seed-random".into())
+        .spawn(|| {
+            let _ = aws_lc_rs::rand::fill(&mut [0u8; 1]);
+        });
+}
+
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     // The OS generator does not fail on supported platforms; should it, an

@@ -132,7 +132,7 @@ pub struct ConsentExport {
 /// Reads everything `import` needs from the database.
 pub async fn export(state: &AppState, now: UnixTime) -> Result<Export, AdminError> {
     let store = &state.store;
-    let key = store.server_secret(HASH_KEY_NAME, Vec::new()).await?;
+    let key = store.server_secret(HASH_KEY_NAME, &Vec::new).await?;
     let mut tenants = Vec::new();
     for tenant in store.list_tenants().await? {
         let branding = match store.branding_summary(tenant.id).await? {
@@ -257,7 +257,7 @@ pub async fn import(state: &AppState, export: Export) -> Result<Vec<String>, Adm
             return Err(AdminError::Exists(format!("tenant {}", tenant.name)));
         }
     }
-    let current_key = store.server_secret(HASH_KEY_NAME, key.clone()).await?;
+    let current_key = store.server_secret(HASH_KEY_NAME, &|| key.clone()).await?;
     if current_key != key {
         if !existing.is_empty() {
             return Err(AdminError::Invalid(

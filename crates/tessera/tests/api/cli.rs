@@ -910,7 +910,7 @@ async fn what_was_answered_survives_kill_9() {
     let store = tessera_store::SqliteStore::connect(&url, &Default::default())
         .await
         .unwrap();
-    let key = tessera_store::Store::server_secret(&store, "secret-hash-key", vec![])
+    let key = tessera_store::Store::server_secret(&store, "secret-hash-key", &Vec::new)
         .await
         .unwrap();
     let hasher = tessera_core::secret::SecretHasher::new(&key);
