@@ -6,6 +6,7 @@
 //! and the server and `tessera-core` decide what they mean.
 
 mod postgres;
+mod shared_read;
 mod sql;
 mod sqlite;
 mod sqlite_batch;
@@ -101,7 +102,7 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 /// Failures of the storage layer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule was broken (a tenant or username that exists).
     #[error("already exists")]

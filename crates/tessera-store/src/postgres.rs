@@ -2,16 +2,21 @@
 //! The queries are shared with SQLite in `sql.rs`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::PoolSettings;
+use crate::shared_read::SharedRead;
 
 /// Tessera's storage in a PostgreSQL database.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The configuration version, read on every request: one read serves
+    /// all the requests that arrived before it was sent.
+    version: Arc<SharedRead<i64, StoreError>>,
 }
 
 /// A pooled connection idle for this long is pinged before it is handed out.
@@ -50,7 +55,10 @@ impl PostgresStore {
         // sqlx holds a PostgreSQL advisory lock while it migrates, so nodes
         // starting at once apply each migration exactly once.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            version: Arc::new(SharedRead::new()),
+        })
     }
 }
 
@@ -71,11 +79,15 @@ impl PostgresStore {
     }
 
     async fn read_config_version(&self) -> StoreResult<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        self.version
+            .get(|| async {
+                Ok(
+                    sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+                        .fetch_one(&self.pool)
+                        .await?,
+                )
+            })
+            .await
     }
 }
 
