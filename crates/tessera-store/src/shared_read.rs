@@ -54,7 +54,8 @@ impl<T: Clone, E: Clone> SharedRead<T, E> {
     }
 
     /// The outcome of a read sent after this call began: this caller's own
-    /// `read`, or another caller's sent since.
+    /// `read`, or another caller's sent since. A failed read fails every
+    /// caller it served (the version's callers then run without the cache).
     pub(crate) async fn get<F, Fut>(&self, read: F) -> Result<T, E>
     where
         F: Fn() -> Fut,
@@ -202,15 +203,40 @@ mod tests {
         assert_eq!(source.reads.load(Ordering::SeqCst), 2);
     }
 
+    /// Callers that arrive while a read is on its way all share the next
+    /// one, which sees the change made in between.
+    #[tokio::test]
+    async fn callers_that_arrive_during_a_read_share_the_next_one() {
+        let source = source();
+        let shared = Arc::new(SharedRead::<u64, String>::new());
+        let get = |shared: &Arc<SharedRead<u64, String>>| {
+            let (source, shared) = (source.clone(), shared.clone());
+            tokio::spawn(async move { shared.get(|| source.read()).await })
+        };
+        let first = get(&shared);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        source.value.store(7, Ordering::SeqCst);
+        let (second, third) = (get(&shared), get(&shared));
+        assert_eq!(first.await.unwrap(), Ok(0));
+        assert_eq!(second.await.unwrap(), Ok(7));
+        assert_eq!(third.await.unwrap(), Ok(7));
+        assert_eq!(source.reads.load(Ordering::SeqCst), 2);
+    }
+
     /// The caller sending a read is cancelled: the others do not wait
     /// forever, one of them sends the next read.
     #[tokio::test]
     async fn a_cancelled_read_hands_over() {
         let source = source();
         let shared = Arc::new(SharedRead::<u64, String>::new());
+        // A read that never ends, until its caller is cancelled.
         let cancelled = tokio::spawn({
-            let (source, shared) = (source.clone(), shared.clone());
-            async move { shared.get(|| source.read()).await }
+            let shared = shared.clone();
+            async move {
+                shared
+                    .get(std::future::pending::<Result<u64, String>>)
+                    .await
+            }
         });
         tokio::time::sleep(Duration::from_millis(5)).await;
         let waiting = tokio::spawn({
@@ -223,6 +249,7 @@ mod tests {
             .await
             .expect("the waiting caller was not left waiting");
         assert_eq!(outcome.unwrap(), Ok(0));
+        assert_eq!(source.reads.load(Ordering::SeqCst), 1);
     }
 
     /// A failed read fails the callers it serves; the next caller reads again.
