@@ -60,6 +60,13 @@ pub struct Args {
     command: Option<Command>,
 }
 
+impl Args {
+    /// Whether this invocation runs the server.
+    pub fn serves(&self) -> bool {
+        matches!(self.command, None | Some(Command::Serve { .. }))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default when no subcommand is given).

@@ -6,8 +6,12 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    tessera_server::service::seed_random_generator_in_background();
     let args = <cli::Args as clap::Parser>::parse();
+    // The server draws its first random bytes on its first requests; most
+    // other commands draw them at once or not at all.
+    if args.serves() {
+        tessera_server::service::seed_random_generator_in_background();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
