@@ -246,6 +246,15 @@ pub struct ValidRequest {
     pub code_challenge: Option<CodeChallenge>,
 }
 
+/// What a client hears of a code that is unknown, spent, or issued to
+/// another client: the same words, so that a client presenting a stolen
+/// code cannot tell it is live (RFC 9700 §4.5).
+pub const CODE_INVALID: &str = "the code is invalid or was already used";
+
+/// What a client hears of a refresh token that is unknown, spent, revoked or
+/// issued to another client, for the same reason as [`CODE_INVALID`].
+pub const REFRESH_TOKEN_INVALID: &str = "the refresh token is invalid";
+
 /// Checks a stored, unused authorization code against the token request
 /// that presented it (RFC 6749 §4.1.3, RFC 7636 §4.6).
 pub fn check_code_redemption(
@@ -257,9 +266,7 @@ pub fn check_code_redemption(
 ) -> Result<(), TokenError> {
     // RFC 6749 §4.1.3: the code must have been issued to the authenticated client.
     if code.client_id != client.client_id {
-        return Err(TokenError::InvalidGrant(
-            "the code was issued to another client",
-        ));
+        return Err(TokenError::InvalidGrant(CODE_INVALID));
     }
     if now.is_at_or_after(code.expires_at) {
         return Err(TokenError::InvalidGrant("the code has expired"));
@@ -296,9 +303,7 @@ pub fn check_refresh(
 ) -> Result<ScopeSet, TokenError> {
     // RFC 6749 §6: the refresh token must have been issued to this client.
     if record.client_id != client.client_id {
-        return Err(TokenError::InvalidGrant(
-            "the refresh token was issued to another client",
-        ));
+        return Err(TokenError::InvalidGrant(REFRESH_TOKEN_INVALID));
     }
     if now.is_at_or_after(record.expires_at) {
         return Err(TokenError::InvalidGrant("the refresh token has expired"));

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use tessera_core::grant::{check_code_redemption, check_refresh, requested_scope};
+use tessera_core::grant::{
+    CODE_INVALID, REFRESH_TOKEN_INVALID, check_code_redemption, check_refresh, requested_scope,
+};
 use tessera_core::jwt::{AccessTokenClaims, Audience, SigningKey};
 use tessera_core::secret::{BearerSecret, Purpose, SecretHash};
 use tessera_core::{
@@ -136,9 +138,7 @@ async fn authorization_code(
     // Redemption takes the database's write lock: a value that cannot be a
     // code of ours is refused before it gets there.
     if !BearerSecret::has_issued_shape(code) {
-        return Err(TokenError::InvalidGrant(
-            "the code is invalid or was already used",
-        ));
+        return Err(TokenError::InvalidGrant(CODE_INVALID));
     }
     let code_hash = state.hasher.hash(Purpose::AuthorizationCode, code);
     // As in `refresh`: everything that does not depend on the stored code is
@@ -190,14 +190,10 @@ async fn authorization_code(
         }
         CodeRedemption::Replayed => {
             tracing::warn!(client_id = %client.client_id, "authorization code replayed; its tokens were revoked");
-            return Err(TokenError::InvalidGrant(
-                "the code is invalid or was already used",
-            ));
+            return Err(TokenError::InvalidGrant(CODE_INVALID));
         }
         CodeRedemption::Unknown => {
-            return Err(TokenError::InvalidGrant(
-                "the code is invalid or was already used",
-            ));
+            return Err(TokenError::InvalidGrant(CODE_INVALID));
         }
     };
     let access_token = encode_access_token(state, tenant, encoding, &issued.access)?;
@@ -300,7 +296,7 @@ async fn refresh(
     // Rotation takes the database's write lock: a value that cannot be a
     // refresh token of ours is refused before it gets there.
     if !BearerSecret::has_issued_shape(presented) {
-        return Err(TokenError::InvalidGrant("the refresh token is invalid"));
+        return Err(TokenError::InvalidGrant(REFRESH_TOKEN_INVALID));
     }
     let token_hash = state.hasher.ordered_key(Purpose::RefreshToken, presented);
     // Everything the successor needs that does not depend on the stored token
@@ -357,10 +353,10 @@ async fn refresh(
         Rotation::Refused(error) => return Err(error),
         Rotation::Reused => {
             tracing::warn!(client_id = %client.client_id, "refresh token reused; its family was revoked");
-            return Err(TokenError::InvalidGrant("the refresh token is invalid"));
+            return Err(TokenError::InvalidGrant(REFRESH_TOKEN_INVALID));
         }
         Rotation::Unknown => {
-            return Err(TokenError::InvalidGrant("the refresh token is invalid"));
+            return Err(TokenError::InvalidGrant(REFRESH_TOKEN_INVALID));
         }
     };
     let access_token = encode_access_token(state, tenant, encoding, &successor.access)?;

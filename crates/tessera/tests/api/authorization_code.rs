@@ -276,6 +276,9 @@ async fn pkce_and_binding_failures_are_invalid_grant() {
     let other = web_client(&app, "acme", true).await;
     let (verifier, challenge) = pkce_pair();
     let (wrong_verifier, _) = pkce_pair();
+    let unknown = tessera_core::secret::BearerSecret::from_random_bytes([3; 32]);
+    let unknown_code = redeem_public(&app, &web, unknown.expose(), &verifier).await;
+    let unknown_code: serde_json::Value = unknown_code.json().await.unwrap();
 
     for attempt in [
         "wrong verifier",
@@ -309,6 +312,10 @@ async fn pkce_and_binding_failures_are_invalid_grant() {
         assert_eq!(response.status(), 400, "{attempt}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"], "invalid_grant", "{attempt}");
+        if attempt == "other client" {
+            // Another client cannot tell a live code from an unknown one.
+            assert_eq!(body, unknown_code);
+        }
         // A refused attempt spends nothing: the code is still there for its
         // client, so that whoever injects a stolen code cannot burn it.
         let rightful = redeem_public(&app, &web, &code, &verifier).await;
