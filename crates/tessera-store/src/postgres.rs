@@ -10,6 +10,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::PoolSettings;
 use crate::shared_read::SharedRead;
 
+pub(crate) mod batch;
+
 /// Tessera's storage in a PostgreSQL database.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
@@ -17,6 +19,8 @@ pub struct PostgresStore {
     /// The configuration version, read on every request: one read serves
     /// all the requests that arrived before it was sent.
     version: Arc<SharedRead<i64, StoreError>>,
+    /// Stores issued tokens, many per statement.
+    tokens: Arc<batch::TokenBatch>,
 }
 
 /// A pooled connection idle for this long is pinged before it is handed out.
@@ -56,6 +60,7 @@ impl PostgresStore {
         // starting at once apply each migration exactly once.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PostgresStore {
+            tokens: batch::TokenBatch::new(pool.clone()),
             pool,
             version: Arc::new(SharedRead::new()),
         })
@@ -68,10 +73,14 @@ impl PostgresStore {
         Ok(self.pool.acquire().await?)
     }
 
-    /// PostgreSQL needs no group commit: concurrent transactions commit side
-    /// by side.
+    /// Rotations and redemptions are transactions of their own, side by
+    /// side under PostgreSQL's row locks; tokens go to `token_batch`.
     fn batch_writer(&self) -> Option<&crate::sqlite_batch::BatchWriter> {
         None
+    }
+
+    fn token_batch(&self) -> Option<&Arc<batch::TokenBatch>> {
+        Some(&self.tokens)
     }
 
     fn fast_reads(&self) -> Option<&crate::sqlite_read::Readers> {

@@ -1251,18 +1251,10 @@ impl Store for $store {
             };
             return batch.write(work).await.map(|_| ());
         }
-        match (access, refresh) {
-            (None, None) => Ok(()),
-            (Some(access), None) => insert_access(&mut *self.write().await?, access, None).await,
-            (None, Some(refresh)) => insert_refresh(&mut *self.write().await?, refresh).await,
-            (Some(access), Some(refresh)) => {
-                let mut conn = self.write().await?;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                insert_access(&mut *tx, access, None).await?;
-                insert_refresh(&mut *tx, refresh).await?;
-                tx.commit().await?;
-                Ok(())
-            }
+        // Every backend groups these writes: SQLite above, PostgreSQL here.
+        match self.token_batch() {
+            Some(batch) => batch.put(access, refresh).await,
+            None => Err(StoreError::Internal("no writer for issued tokens".into())),
         }
     }
 

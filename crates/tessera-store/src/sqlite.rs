@@ -105,6 +105,11 @@ impl SqliteStore {
         Some(&self.readers)
     }
 
+    /// The batch writer stores tokens here.
+    fn token_batch(&self) -> Option<&Arc<crate::postgres::batch::TokenBatch>> {
+        None
+    }
+
     /// Microseconds on a local file; a writer never blocks it in WAL mode.
     async fn read_config_version(&self) -> StoreResult<i64> {
         self.readers.config_version()
