@@ -5,6 +5,7 @@
 //! offers atomic primitives (consume a code once, rotate a refresh token once)
 //! and the server and `tessera-core` decide what they mean.
 
+mod group_commit;
 mod postgres;
 mod shared_read;
 mod sql;
@@ -86,10 +87,11 @@ fn is_transient(code: &str) -> bool {
     matches!(code, "5" | "6")
         // PostgreSQL: connection exceptions (08), insufficient resources (53),
         // the server shutting down or the backend terminated (57P01-57P03),
-        // serialisation failures and deadlocks (40001, 40P01).
+        // serialisation failures and deadlocks (40001, 40P01), a lock not
+        // granted within `lock_timeout` (55P03).
         || code.starts_with("08")
         || code.starts_with("53")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03")
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
@@ -133,7 +135,8 @@ pub struct Successor {
 /// for the client. The store may
 /// call it more than once (a batch that is run again); it must not have side
 /// effects.
-pub type DecideSuccessor = Box<dyn Fn(&RefreshTokenRecord) -> Result<Successor, TokenError> + Send>;
+pub type DecideSuccessor =
+    Box<dyn Fn(&RefreshTokenRecord) -> Result<Successor, TokenError> + Send + Sync>;
 
 /// The outcome of presenting a refresh token for rotation.
 #[derive(Debug)]
@@ -165,7 +168,7 @@ pub struct Issued {
 /// client, verifier or redirect URI; expired). Called only for an unused
 /// code; like [`DecideSuccessor`], it may be called more than once and must
 /// not have side effects.
-pub type DecideIssue = Box<dyn Fn(&AuthorizationCode) -> Result<Issued, TokenError> + Send>;
+pub type DecideIssue = Box<dyn Fn(&AuthorizationCode) -> Result<Issued, TokenError> + Send + Sync>;
 
 /// The outcome of presenting an authorization code.
 #[derive(Debug)]

@@ -19,8 +19,8 @@ pub struct PostgresStore {
     /// The configuration version, read on every request: one read serves
     /// all the requests that arrived before it was sent.
     version: Arc<SharedRead<i64, StoreError>>,
-    /// Stores issued tokens, many per statement.
-    tokens: Arc<batch::TokenBatch>,
+    /// Does token writes, many per transaction.
+    writes: Arc<batch::WriteBatch>,
 }
 
 /// A pooled connection idle for this long is pinged before it is handed out.
@@ -60,7 +60,7 @@ impl PostgresStore {
         // starting at once apply each migration exactly once.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PostgresStore {
-            tokens: batch::TokenBatch::new(pool.clone()),
+            writes: batch::WriteBatch::new(pool.clone()),
             pool,
             version: Arc::new(SharedRead::new()),
         })
@@ -73,14 +73,12 @@ impl PostgresStore {
         Ok(self.pool.acquire().await?)
     }
 
-    /// Rotations and redemptions are transactions of their own, side by
-    /// side under PostgreSQL's row locks; tokens go to `token_batch`.
-    fn batch_writer(&self) -> Option<&crate::sqlite_batch::BatchWriter> {
-        None
-    }
-
-    fn token_batch(&self) -> Option<&Arc<batch::TokenBatch>> {
-        Some(&self.tokens)
+    /// Token writes go to the write batch, which commits many at once.
+    async fn group_write(
+        &self,
+        work: crate::group_commit::Work,
+    ) -> StoreResult<crate::group_commit::Done> {
+        self.writes.write(work).await
     }
 
     fn fast_reads(&self) -> Option<&crate::sqlite_read::Readers> {

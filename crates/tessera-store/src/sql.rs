@@ -24,6 +24,7 @@ use tessera_core::{
     Session, SigningKeyRecord, Tenant, TenantId, TenantName, TenantSettings, UnixTime, User,
 };
 
+use crate::group_commit::{Done, Work};
 use crate::{
     CodeRedemption, DecideIssue, DecideSuccessor, Rotation, Store, StoreError, StoreResult,
 };
@@ -121,6 +122,9 @@ fn user_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<User> {
     })
 }
 
+// PostgreSQL's write batch reads codes with it; SQLite's batch thread reads
+// them through rusqlite (`sqlite_read.rs`).
+#[allow(dead_code)]
 fn code_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<AuthorizationCode> {
     Ok(AuthorizationCode {
         code_hash: SecretHash(row.try_get("code_hash")?),
@@ -1081,68 +1085,18 @@ impl Store for $store {
         now: UnixTime,
         decide: DecideIssue,
     ) -> StoreResult<CodeRedemption> {
-        if let Some(batch) = self.batch_writer() {
-            let work = crate::sqlite_batch::Work::Redeem {
-                tenant,
-                code_hash: code_hash.clone(),
-                now,
-                decide,
-            };
-            return match batch.write(work).await? {
-                crate::sqlite_batch::Done::Redemption(redemption) => Ok(redemption),
-                _ => Err(StoreError::Internal(
-                    "the batch writer answered a redemption with something else".into(),
-                )),
-            };
-        }
-        let mut conn = self.write().await?;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        // RFC 6749 §4.1.2: single use, decided by one conditional UPDATE,
-        // which also takes the row's lock before anything is read; a refusal
-        // rolls it back.
-        let first = sqlx::query(
-            "UPDATE authorization_codes SET used_at = $1 \
-             WHERE code_hash = $2 AND tenant_id = $3 AND used_at IS NULL RETURNING *",
-        )
-        .bind(now.0)
-        .bind(&code_hash.0)
-        .bind(tenant.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = first {
-            let issued = match decide(&code_from_row(&row)?) {
-                Ok(issued) => issued,
-                Err(refusal) => {
-                    tx.rollback().await?;
-                    return Ok(CodeRedemption::Refused(refusal));
-                }
-            };
-            // Stored before the code's use commits, so that a replay, which
-            // waits for that commit, revokes them too.
-            insert_access(&mut *tx, &issued.access, None).await?;
-            if let Some(refresh) = &issued.refresh {
-                insert_refresh(&mut *tx, refresh).await?;
-            }
-            tx.commit().await?;
-            return Ok(CodeRedemption::Redeemed(Box::new(issued)));
-        }
-        let family: Option<String> = sqlx::query_scalar(
-            "SELECT family_id FROM authorization_codes WHERE code_hash = $1 AND tenant_id = $2",
-        )
-        .bind(&code_hash.0)
-        .bind(tenant.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let outcome = match family {
-            Some(family_id) => {
-                // RFC 6749 §4.1.2: a replayed code revokes what it issued.
-                revoke_family(&mut tx, &family_id, now).await?;
-                CodeRedemption::Replayed
-            }
-            None => CodeRedemption::Unknown,
+        let work = Work::Redeem {
+            tenant,
+            code_hash: code_hash.clone(),
+            now,
+            decide,
         };
-        tx.commit().await?;
-        Ok(outcome)
+        match self.group_write(work).await? {
+            Done::Redemption(redemption) => Ok(redemption),
+            _ => Err(StoreError::Internal(
+                "a redemption was answered with something else".into(),
+            )),
+        }
     }
 
     async fn put_refresh_token(&self, t: &RefreshTokenRecord) -> StoreResult<()> {
@@ -1174,69 +1128,18 @@ impl Store for $store {
         now: UnixTime,
         decide: DecideSuccessor,
     ) -> StoreResult<Rotation> {
-        if let Some(batch) = self.batch_writer() {
-            let work = crate::sqlite_batch::Work::Rotate {
-                tenant,
-                token_hash: token_hash.clone(),
-                now,
-                decide,
-            };
-            return match batch.write(work).await? {
-                crate::sqlite_batch::Done::Rotation(rotation) => Ok(rotation),
-                _ => Err(StoreError::Internal(
-                    "the batch writer answered a rotation with something else".into(),
-                )),
-            };
-        }
-        let mut conn = self.write().await?;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        // RFC 9700 §4.14.2: rotation is single use. The write comes first, so
-        // that the transaction holds SQLite's write lock (PostgreSQL's row
-        // lock) before it reads anything; a refusal rolls it back.
-        let unused = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1 \
-             WHERE token_hash = $2 AND tenant_id = $3 AND used_at IS NULL AND revoked_at IS NULL \
-             RETURNING *",
-        )
-        .bind(now.0)
-        .bind(&token_hash.0)
-        .bind(tenant.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = unused {
-            // `decide` judges the token as it was before this update, as on
-            // the SQLite batch path.
-            let mut presented = refresh_from_row(&row)?;
-            presented.spent = false;
-            let successor = match decide(&presented) {
-                Ok(successor) => successor,
-                Err(refusal) => {
-                    tx.rollback().await?;
-                    return Ok(Rotation::Refused(refusal));
-                }
-            };
-            insert_refresh(&mut *tx, &successor.refresh).await?;
-            insert_access(&mut *tx, &successor.access, None).await?;
-            tx.commit().await?;
-            return Ok(Rotation::Rotated(Box::new(successor)));
-        }
-        let Some(row) =
-            sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = $1 AND tenant_id = $2")
-                .bind(&token_hash.0)
-                .bind(tenant.0)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(Rotation::Unknown);
+        let work = Work::Rotate {
+            tenant,
+            token_hash: token_hash.clone(),
+            now,
+            decide,
         };
-        let spent = refresh_from_row(&row)?;
-        if let Err(refusal) = decide(&spent) {
-            tx.rollback().await?;
-            return Ok(Rotation::Refused(refusal));
+        match self.group_write(work).await? {
+            Done::Rotation(rotation) => Ok(rotation),
+            _ => Err(StoreError::Internal(
+                "a rotation was answered with something else".into(),
+            )),
         }
-        revoke_family(&mut tx, &spent.family_id, now).await?;
-        tx.commit().await?;
-        Ok(Rotation::Reused)
     }
 
     async fn put_tokens(
@@ -1244,18 +1147,14 @@ impl Store for $store {
         access: Option<&AccessTokenRecord>,
         refresh: Option<&RefreshTokenRecord>,
     ) -> StoreResult<()> {
-        if let Some(batch) = self.batch_writer() {
-            let work = crate::sqlite_batch::Work::Tokens {
-                access: access.cloned(),
-                refresh: refresh.cloned(),
-            };
-            return batch.write(work).await.map(|_| ());
+        if access.is_none() && refresh.is_none() {
+            return Ok(());
         }
-        // Every backend groups these writes: SQLite above, PostgreSQL here.
-        match self.token_batch() {
-            Some(batch) => batch.put(access, refresh).await,
-            None => Err(StoreError::Internal("no writer for issued tokens".into())),
-        }
+        let work = Work::Tokens {
+            access: access.cloned(),
+            refresh: refresh.cloned(),
+        };
+        self.group_write(work).await.map(|_| ())
     }
 
     async fn put_access_token(&self, t: &AccessTokenRecord) -> StoreResult<()> {

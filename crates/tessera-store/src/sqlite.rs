@@ -88,8 +88,12 @@ impl SqliteStore {
         })
     }
 
-    fn batch_writer(&self) -> Option<&BatchWriter> {
-        Some(&self.batch)
+    /// Token writes go to the batch thread, which commits many at once.
+    async fn group_write(
+        &self,
+        work: crate::group_commit::Work,
+    ) -> StoreResult<crate::group_commit::Done> {
+        self.batch.write(work).await
     }
 
     /// The writer connection, once the writes before this one are done.
@@ -103,11 +107,6 @@ impl SqliteStore {
 
     fn fast_reads(&self) -> Option<&Readers> {
         Some(&self.readers)
-    }
-
-    /// The batch writer stores tokens here.
-    fn token_batch(&self) -> Option<&Arc<crate::postgres::batch::TokenBatch>> {
-        None
     }
 
     /// Microseconds on a local file; a writer never blocks it in WAL mode.

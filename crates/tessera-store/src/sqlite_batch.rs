@@ -16,9 +16,9 @@
 //! connection, so the two never meet on SQLite's lock inside this process;
 //! other processes (the CLI) are waited for through the busy timeout.
 //!
-//! The SQL repeats the few statements of `sql.rs` these writes need; the
-//! PostgreSQL backend, whose row locks let writers run side by side, uses
-//! those instead. Both are exercised by the same test suite.
+//! The SQL repeats the few statements of `sql.rs` these writes need, for
+//! rusqlite; PostgreSQL's batch (`postgres/batch.rs`) does the same jobs
+//! ([`Work`]) its own way. Both are exercised by the same test suite.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,48 +26,16 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use sqlx::SqliteConnection;
 use tessera_core::secret::SecretHash;
-use tessera_core::{AccessTokenRecord, RefreshTokenRecord, TenantId, TokenError, UnixTime};
+use tessera_core::{AccessTokenRecord, RefreshTokenRecord, TenantId, UnixTime};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use crate::group_commit::{Done, Work, guarded};
 use crate::sqlite_read::{code_from_row, refresh_from_row};
-use crate::{CodeRedemption, DecideIssue, DecideSuccessor, Rotation, StoreError, StoreResult};
+use crate::{CodeRedemption, DecideIssue, Rotation, StoreError, StoreResult};
 
 /// Writes taken into one transaction at most. Bounds how long the batch
 /// holds the write lock against the CLI and the sqlx writer.
 const MAX_BATCH: usize = 256;
-
-/// A write the batch thread knows how to do.
-// Each job is moved once, into the queue; boxing the records would cost an
-// allocation per issued token instead.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Work {
-    /// The records of a newly issued grant.
-    Tokens {
-        access: Option<AccessTokenRecord>,
-        refresh: Option<RefreshTokenRecord>,
-    },
-    /// See [`crate::Store::rotate_refresh_token`].
-    Rotate {
-        tenant: TenantId,
-        token_hash: SecretHash,
-        now: UnixTime,
-        decide: DecideSuccessor,
-    },
-    /// See [`crate::Store::redeem_authorization_code`].
-    Redeem {
-        tenant: TenantId,
-        code_hash: SecretHash,
-        now: UnixTime,
-        decide: DecideIssue,
-    },
-}
-
-/// What a write came to.
-pub(crate) enum Done {
-    Stored,
-    Rotation(Rotation),
-    Redemption(CodeRedemption),
-}
 
 struct Job {
     work: Work,
@@ -416,15 +384,6 @@ fn redeem(
     Ok(CodeRedemption::Redeemed(Box::new(issued)))
 }
 
-/// Runs a decision of the server's. A panic in it would end this thread, and
-/// with it every SQLite write until a restart: it fails its own job instead.
-fn guarded<T>(
-    decide: impl FnOnce() -> Result<T, TokenError>,
-) -> StoreResult<Result<T, TokenError>> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decide))
-        .map_err(|_| StoreError::Internal("a token decision panicked".into()))
-}
-
 /// Revokes every refresh and access token of `family_id`.
 fn revoke_family(connection: &Connection, family_id: &str, now: UnixTime) -> StoreResult<()> {
     for statement in [
@@ -509,7 +468,7 @@ pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use tessera_core::{ClientId, ScopeSet};
+    use tessera_core::{ClientId, ScopeSet, TokenError};
 
     use super::*;
 

@@ -1,31 +1,61 @@
-//! Group commit for PostgreSQL's token inserts: the records of issued
-//! tokens (opaque access tokens, new grants' refresh tokens).
+//! Group commit for PostgreSQL's hot writes: the records of issued tokens,
+//! refresh token rotations and authorization code redemptions, the same
+//! jobs as SQLite's batch thread ([`crate::group_commit`]).
 //!
-//! Stored one by one, each token is a statement and a commit: a round trip
-//! through the pool and a WAL flush, and the pool's connections bound how
-//! many are in flight. Here the tokens queued while the previous insert ran
-//! are stored by one statement, `INSERT ... SELECT FROM UNNEST(...)` for
-//! each table inside one `WITH`, which commits them together. A statement
-//! is atomic, so a grant's access and refresh records are stored together
-//! or not at all. Should the statement fail (a client deleted meanwhile,
-//! say), each grant of the batch is stored again on its own, so that only
-//! the failing one fails. A caller hears of success only after the commit.
+//! Done one by one, each write is a transaction of its own: several round
+//! trips through the pool and a WAL flush, and the pool's connections bound
+//! how many are in flight. Here the jobs queued while the previous batch ran
+//! are done in one transaction of a few statements, whatever their number:
+//!
+//! 1. one `UPDATE ... FROM UNNEST(...) RETURNING` spends the first
+//!    presentation of every refresh token, and one every code, taking their
+//!    row locks; each job's decision is made on the row it got back, and the
+//!    rows of refused jobs are given back (`used_at` reset to `NULL`);
+//! 2. one `INSERT ... SELECT FROM UNNEST(...)` per table stores every record
+//!    to store: new grants' and the accepted jobs' tokens;
+//! 3. what is left (reuse, replay, unknown credentials, a second
+//!    presentation in the same batch) runs job by job, in queue order, so
+//!    that a replay revokes the tokens its code's first use stored in step 2;
+//! 4. one commit.
+//!
+//! The presentations of one credential are decided in queue order. Across
+//! credentials, step 1's decisions come before step 3's: an order the
+//! concurrent requests of a batch could have arrived in (SQLite's batch
+//! keeps queue order throughout).
+//!
+//! Should a statement fail before the commit (a client deleted meanwhile,
+//! say), the transaction is rolled back and each job of the batch runs
+//! again in a transaction of its own, so that only the failing one fails.
+//! Decisions have no side effects (see [`crate::DecideSuccessor`]), so
+//! running one again is harmless. A failed commit is not run again: it may
+//! have happened, and a rotation run twice would look like reuse. A caller
+//! hears of success only after the commit.
 //!
 //! No task runs while nothing is queued: the caller that finds the queue
 //! idle spawns the task that drains it, on its own runtime, and the task
-//! ends when the queue is empty. A caller that gives up waiting does not
-//! stop the write, as with any other write already sent.
+//! ends when the queue is empty. A job whose caller has gone before its
+//! batch starts is not done (a rotation nobody receives would look like
+//! reuse when the client retries); one already sent is done.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use sqlx::PgPool;
-use tessera_core::{AccessTokenRecord, RefreshTokenRecord};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+use tessera_core::secret::SecretHash;
+use tessera_core::{AccessTokenRecord, RefreshTokenRecord, TenantId, UnixTime};
 use tokio::sync::oneshot;
 
-use crate::{StoreError, StoreResult};
+use crate::group_commit::{Done, Work, guarded};
+use crate::{CodeRedemption, DecideIssue, DecideSuccessor, Rotation, StoreError, StoreResult};
 
-/// Grants stored by one statement at most.
+/// Jobs in one transaction at most.
 const MAX_BATCH: usize = 512;
+
+/// Begins a batch's transaction. Every token write of the node waits for the
+/// batch, so a batch does not wait longer than this for a row lock (another
+/// node's batch, a purge): it fails, and its callers answer `503`.
+const BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '2s'";
 
 /// Both inserts of `sql.rs`'s `insert_access` and `insert_refresh`, for
 /// arrays of rows: one element per record, `NULL` where a field is absent.
@@ -44,61 +74,78 @@ WITH access AS (
 )
 SELECT 1";
 
-/// The records of one grant, and who waits for them.
-struct Grant {
-    access: Option<AccessTokenRecord>,
-    refresh: Option<RefreshTokenRecord>,
-    reply: oneshot::Sender<StoreResult<()>>,
+/// RFC 9700 §4.14.2: rotation is single use. Spends every presented token
+/// that is unused and unrevoked, and returns it as it is now.
+const SPEND_REFRESH_TOKENS: &str = "\
+UPDATE refresh_tokens t SET used_at = p.now
+FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[]) AS p(hash, tenant, now)
+WHERE t.token_hash = p.hash AND t.tenant_id = p.tenant
+    AND t.used_at IS NULL AND t.revoked_at IS NULL
+RETURNING t.*";
+
+/// Gives back tokens whose rotation was refused: they were unused before.
+const UNSPEND_REFRESH_TOKENS: &str = "\
+UPDATE refresh_tokens t SET used_at = NULL
+FROM UNNEST($1::bytea[], $2::bigint[]) AS p(hash, tenant)
+WHERE t.token_hash = p.hash AND t.tenant_id = p.tenant";
+
+/// RFC 6749 §4.1.2: a code is single use. Spends every presented code that
+/// is unused, and returns it.
+const SPEND_CODES: &str = "\
+UPDATE authorization_codes c SET used_at = p.now
+FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[]) AS p(hash, tenant, now)
+WHERE c.code_hash = p.hash AND c.tenant_id = p.tenant AND c.used_at IS NULL
+RETURNING c.*";
+
+/// Gives back codes whose redemption was refused, so that a stolen code
+/// presented by the wrong party stays redeemable by its client.
+const UNSPEND_CODES: &str = "\
+UPDATE authorization_codes c SET used_at = NULL
+FROM UNNEST($1::bytea[], $2::bigint[]) AS p(hash, tenant)
+WHERE c.code_hash = p.hash AND c.tenant_id = p.tenant";
+
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<StoreResult<Done>>,
 }
 
 #[derive(Default)]
 struct Queue {
-    grants: Vec<Grant>,
+    jobs: Vec<Job>,
     /// Whether a task is draining the queue.
     draining: bool,
-}
-
-/// Stores the records of issued tokens, many grants per statement.
-#[derive(Debug)]
-pub(crate) struct TokenBatch {
-    pool: PgPool,
-    queue: Mutex<Queue>,
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
-            .field("grants", &self.grants.len())
+            .field("jobs", &self.jobs.len())
             .field("draining", &self.draining)
             .finish()
     }
 }
 
-impl TokenBatch {
+/// Does the writes of [`Work`], many per transaction.
+#[derive(Debug)]
+pub(crate) struct WriteBatch {
+    pool: PgPool,
+    queue: Mutex<Queue>,
+}
+
+impl WriteBatch {
     pub(crate) fn new(pool: PgPool) -> Arc<Self> {
-        Arc::new(TokenBatch {
+        Arc::new(WriteBatch {
             pool,
             queue: Mutex::new(Queue::default()),
         })
     }
 
-    /// Stores the records of one grant, with whatever else is queued.
-    pub(crate) async fn put(
-        self: &Arc<Self>,
-        access: Option<&AccessTokenRecord>,
-        refresh: Option<&RefreshTokenRecord>,
-    ) -> StoreResult<()> {
-        if access.is_none() && refresh.is_none() {
-            return Ok(());
-        }
+    /// Does `work` with whatever else is queued.
+    pub(crate) async fn write(self: &Arc<Self>, work: Work) -> StoreResult<Done> {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queue = self.lock();
-            queue.grants.push(Grant {
-                access: access.cloned(),
-                refresh: refresh.cloned(),
-                reply,
-            });
+            queue.jobs.push(Job { work, reply });
             !std::mem::replace(&mut queue.draining, true)
         };
         if start {
@@ -106,7 +153,7 @@ impl TokenBatch {
         }
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Internal(
-                "the token batch stopped before storing this grant".into(),
+                "the write batch stopped before this write".into(),
             ))
         })
     }
@@ -118,48 +165,147 @@ impl TokenBatch {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stores batches until the queue is empty.
+    /// Does batches until the queue is empty.
     async fn drain(self: Arc<Self>) {
         let mut exit = IdleOnExit {
             batch: &self,
             armed: true,
         };
         loop {
-            let grants = {
+            let jobs = {
                 let mut queue = self.lock();
-                if queue.grants.is_empty() {
+                if queue.jobs.is_empty() {
                     queue.draining = false;
                     exit.armed = false;
                     return;
                 }
-                let taken = queue.grants.len().min(MAX_BATCH);
-                let rest = queue.grants.split_off(taken);
-                std::mem::replace(&mut queue.grants, rest)
+                let taken = queue.jobs.len().min(MAX_BATCH);
+                let rest = queue.jobs.split_off(taken);
+                std::mem::replace(&mut queue.jobs, rest)
             };
-            self.store(grants).await;
+            self.run(jobs).await;
         }
     }
 
-    /// Stores `grants` together, or, if that fails, each on its own.
-    async fn store(&self, grants: Vec<Grant>) {
-        let together = insert(&self.pool, &grants).await;
-        if together.is_ok() || grants.len() == 1 {
-            for grant in grants {
-                let _ = grant.reply.send(together.clone());
-            }
+    /// Does `jobs` in one transaction or, if that fails, each in its own.
+    async fn run(&self, jobs: Vec<Job>) {
+        let (jobs, gone): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|job| !job.reply.is_closed());
+        drop(gone);
+        if jobs.is_empty() {
             return;
         }
-        for grant in grants {
-            let alone = insert(&self.pool, std::slice::from_ref(&grant)).await;
-            let _ = grant.reply.send(alone);
+        match self.transaction(&jobs).await {
+            Ok(outcomes) => {
+                for (job, done) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(done));
+                }
+            }
+            // A job can make the batch fail (a client deleted meanwhile, a
+            // decision that panicked): each runs again alone. An unavailable
+            // database would fail them all again, one by one.
+            Err(Failed::Undone(error))
+                if jobs.len() > 1 && !matches!(error, StoreError::Unavailable(_)) =>
+            {
+                tracing::debug!(%error, "a batch of writes failed; running each alone");
+                for job in jobs {
+                    if job.reply.is_closed() {
+                        continue;
+                    }
+                    let alone = match self.transaction(std::slice::from_ref(&job)).await {
+                        Ok(mut outcomes) => outcomes
+                            .pop()
+                            .ok_or_else(|| StoreError::Internal("a write came to nothing".into())),
+                        Err(Failed::Undone(error) | Failed::AtCommit(error)) => Err(error),
+                    };
+                    let _ = job.reply.send(alone);
+                }
+            }
+            // A commit whose answer was lost may have happened: running the
+            // jobs again could take a rotation that succeeded for reuse.
+            Err(Failed::Undone(error) | Failed::AtCommit(error)) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
+            }
         }
     }
+
+    /// Does every job of `jobs` in one transaction.
+    async fn transaction(&self, jobs: &[Job]) -> Result<Vec<Done>, Failed> {
+        let (tx, outcomes) = self
+            .transaction_until_commit(jobs)
+            .await
+            .map_err(Failed::Undone)?;
+        tx.commit().await.map_err(|e| Failed::AtCommit(e.into()))?;
+        Ok(outcomes)
+    }
+
+    /// Everything of [`transaction`](Self::transaction) but its commit.
+    async fn transaction_until_commit(
+        &self,
+        jobs: &[Job],
+    ) -> StoreResult<(sqlx::Transaction<'static, sqlx::Postgres>, Vec<Done>)> {
+        let mut tx = self.pool.begin_with(BEGIN).await?;
+        let mut outcomes: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
+        let mut records = Records::default();
+        let mut first = vec![false; jobs.len()];
+        spend_refresh_tokens(&mut tx, jobs, &mut outcomes, &mut records, &mut first).await?;
+        spend_codes(&mut tx, jobs, &mut outcomes, &mut records, &mut first).await?;
+        for (job, outcome) in jobs.iter().zip(outcomes.iter_mut()) {
+            if let Work::Tokens { access, refresh } = &job.work {
+                records.push(access.as_ref(), refresh.as_ref());
+                *outcome = Some(Done::Stored);
+            }
+        }
+        records.insert(&mut tx).await?;
+        for ((job, outcome), first) in jobs.iter().zip(outcomes.iter_mut()).zip(first) {
+            if outcome.is_some() {
+                continue;
+            }
+            // A first presentation step 1 did not spend cannot be spent; a
+            // later one can, if the first was refused and gave it back.
+            let spendable = !first;
+            *outcome = Some(match &job.work {
+                Work::Rotate {
+                    tenant,
+                    token_hash,
+                    now,
+                    decide,
+                } => Done::Rotation(
+                    rotate(&mut tx, *tenant, token_hash, *now, decide, spendable).await?,
+                ),
+                Work::Redeem {
+                    tenant,
+                    code_hash,
+                    now,
+                    decide,
+                } => Done::Redemption(
+                    redeem(&mut tx, *tenant, code_hash, *now, decide, spendable).await?,
+                ),
+                Work::Tokens { .. } => Done::Stored,
+            });
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|done| done.ok_or_else(|| StoreError::Internal("a write was not done".into())))
+            .collect::<StoreResult<_>>()?;
+        Ok((tx, outcomes))
+    }
+}
+
+/// Why a batch's transaction failed.
+enum Failed {
+    /// Before the commit: nothing of it was done.
+    Undone(StoreError),
+    /// At the commit: it may or may not have been done.
+    AtCommit(StoreError),
 }
 
 /// Marks the queue idle if the draining task ends before it is empty: by a
 /// panic, or dropped with its runtime.
 struct IdleOnExit<'a> {
-    batch: &'a TokenBatch,
+    batch: &'a WriteBatch,
     armed: bool,
 }
 
@@ -170,57 +316,369 @@ impl Drop for IdleOnExit<'_> {
             queue.draining = false;
             // Their callers hear of the failure rather than wait for the
             // next caller to start a task.
-            queue.grants.clear();
+            queue.jobs.clear();
         }
     }
 }
 
-/// One statement that stores every record of `grants`.
-async fn insert(pool: &PgPool, grants: &[Grant]) -> StoreResult<()> {
-    let access: Vec<&AccessTokenRecord> = grants.iter().filter_map(|g| g.access.as_ref()).collect();
-    let refresh: Vec<&RefreshTokenRecord> =
-        grants.iter().filter_map(|g| g.refresh.as_ref()).collect();
-    fn column<'a, R, T>(records: &[&'a R], field: impl Fn(&'a R) -> T) -> Vec<T> {
-        records.iter().map(|record| field(record)).collect()
+/// A job that presents a refresh token or a code.
+struct Presentation<'a> {
+    /// The job's place in its batch.
+    index: usize,
+    tenant: TenantId,
+    hash: &'a SecretHash,
+    now: UnixTime,
+}
+
+/// The jobs that present a token or code, as `presents` finds them, the
+/// first presentation of each only: a later one in the same batch runs on
+/// its own.
+fn first_presentations<'a>(
+    jobs: &'a [Job],
+    presents: impl Fn(&'a Work) -> Option<(TenantId, &'a SecretHash, UnixTime)>,
+) -> Vec<Presentation<'a>> {
+    let mut seen = HashSet::new();
+    jobs.iter()
+        .enumerate()
+        .filter_map(|(index, job)| {
+            let (tenant, hash, now) = presents(&job.work)?;
+            seen.insert((tenant.0, hash.0.as_slice()))
+                .then_some(Presentation {
+                    index,
+                    tenant,
+                    hash,
+                    now,
+                })
+        })
+        .collect()
+}
+
+/// Runs a `SPEND_*` statement for `presented` and returns the rows it
+/// spent, by tenant and hash (in the column `hash_column`).
+async fn spend(
+    tx: &mut PgConnection,
+    statement: &str,
+    hash_column: &str,
+    presented: &[Presentation<'_>],
+) -> StoreResult<HashMap<(i64, Vec<u8>), PgRow>> {
+    let rows = sqlx::query(statement)
+        .bind(
+            presented
+                .iter()
+                .map(|p| p.hash.0.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(presented.iter().map(|p| p.tenant.0).collect::<Vec<_>>())
+        .bind(presented.iter().map(|p| p.now.0).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+    rows.into_iter()
+        .map(|row| Ok(((row.try_get("tenant_id")?, row.try_get(hash_column)?), row)))
+        .collect()
+}
+
+/// Runs an `UNSPEND_*` statement for `refused`.
+async fn unspend(
+    tx: &mut PgConnection,
+    statement: &str,
+    refused: &[&Presentation<'_>],
+) -> StoreResult<()> {
+    if refused.is_empty() {
+        return Ok(());
     }
-    sqlx::query(INSERT_TOKENS)
-        .bind(column(&access, |t| t.jti.clone()))
-        .bind(column(&access, |t| {
-            t.token_hash.as_ref().map(|h| h.0.clone())
-        }))
-        .bind(column(&access, |t| t.tenant_id.0))
-        .bind(column(&access, |t| t.client_id.as_str().to_owned()))
-        .bind(column(&access, |t| t.user_id.clone()))
-        .bind(column(&access, |t| t.scope.to_string()))
-        .bind(column(&access, |t| super::to_json(&t.audiences)))
-        .bind(column(&access, |t| t.auth_time.map(|a| a.0)))
-        .bind(column(&access, |t| t.issued_at.0))
-        .bind(column(&access, |t| t.expires_at.0))
-        .bind(column(&access, |t| t.family_id.clone()))
-        .bind(column(&refresh, |t| t.token_hash.0.clone()))
-        .bind(column(&refresh, |t| t.family_id.clone()))
-        .bind(column(&refresh, |t| t.tenant_id.0))
-        .bind(column(&refresh, |t| t.client_id.as_str().to_owned()))
-        .bind(column(&refresh, |t| t.user_id.clone()))
-        .bind(column(&refresh, |t| t.scope.to_string()))
-        .bind(column(&refresh, |t| t.auth_time.map(|a| a.0)))
-        .bind(column(&refresh, |t| t.issued_at.0))
-        .bind(column(&refresh, |t| t.expires_at.0))
-        .execute(pool)
+    sqlx::query(statement)
+        .bind(refused.iter().map(|p| p.hash.0.clone()).collect::<Vec<_>>())
+        .bind(refused.iter().map(|p| p.tenant.0).collect::<Vec<_>>())
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
 
+/// Step 1 for rotations: spends the first presentation of each refresh
+/// token and decides on it.
+async fn spend_refresh_tokens(
+    tx: &mut PgConnection,
+    jobs: &[Job],
+    outcomes: &mut [Option<Done>],
+    records: &mut Records,
+    first: &mut [bool],
+) -> StoreResult<()> {
+    let presented = first_presentations(jobs, |work| match work {
+        Work::Rotate {
+            tenant,
+            token_hash,
+            now,
+            ..
+        } => Some((*tenant, token_hash, *now)),
+        _ => None,
+    });
+    if presented.is_empty() {
+        return Ok(());
+    }
+    for presentation in &presented {
+        first[presentation.index] = true;
+    }
+    let mut spent = spend(tx, SPEND_REFRESH_TOKENS, "token_hash", &presented).await?;
+    let mut refused = Vec::new();
+    for presentation in &presented {
+        let key = (presentation.tenant.0, presentation.hash.0.clone());
+        let Some(row) = spent.remove(&key) else {
+            continue;
+        };
+        let Work::Rotate { decide, .. } = &jobs[presentation.index].work else {
+            continue;
+        };
+        // `decide` judges the token as it was before this batch spent it.
+        let mut token = super::refresh_from_row(&row)?;
+        token.spent = false;
+        outcomes[presentation.index] = Some(Done::Rotation(match guarded(|| decide(&token))? {
+            Ok(successor) => {
+                records.push(Some(&successor.access), Some(&successor.refresh));
+                Rotation::Rotated(Box::new(successor))
+            }
+            Err(refusal) => {
+                refused.push(presentation);
+                Rotation::Refused(refusal)
+            }
+        }));
+    }
+    if !spent.is_empty() {
+        return Err(StoreError::Internal(
+            "the database spent a credential nobody presented".into(),
+        ));
+    }
+    unspend(tx, UNSPEND_REFRESH_TOKENS, &refused).await
+}
+
+/// Step 1 for redemptions: spends the first presentation of each code and
+/// decides on it.
+async fn spend_codes(
+    tx: &mut PgConnection,
+    jobs: &[Job],
+    outcomes: &mut [Option<Done>],
+    records: &mut Records,
+    first: &mut [bool],
+) -> StoreResult<()> {
+    let presented = first_presentations(jobs, |work| match work {
+        Work::Redeem {
+            tenant,
+            code_hash,
+            now,
+            ..
+        } => Some((*tenant, code_hash, *now)),
+        _ => None,
+    });
+    if presented.is_empty() {
+        return Ok(());
+    }
+    for presentation in &presented {
+        first[presentation.index] = true;
+    }
+    let mut spent = spend(tx, SPEND_CODES, "code_hash", &presented).await?;
+    let mut refused = Vec::new();
+    for presentation in &presented {
+        let key = (presentation.tenant.0, presentation.hash.0.clone());
+        let Some(row) = spent.remove(&key) else {
+            continue;
+        };
+        let Work::Redeem { decide, .. } = &jobs[presentation.index].work else {
+            continue;
+        };
+        let code = super::code_from_row(&row)?;
+        outcomes[presentation.index] = Some(Done::Redemption(match guarded(|| decide(&code))? {
+            Ok(issued) => {
+                records.push(Some(&issued.access), issued.refresh.as_ref());
+                CodeRedemption::Redeemed(Box::new(issued))
+            }
+            Err(refusal) => {
+                refused.push(presentation);
+                CodeRedemption::Refused(refusal)
+            }
+        }));
+    }
+    if !spent.is_empty() {
+        return Err(StoreError::Internal(
+            "the database spent a credential nobody presented".into(),
+        ));
+    }
+    unspend(tx, UNSPEND_CODES, &refused).await
+}
+
+/// Step 3 for a rotation: one presentation, on its own. The token was not
+/// spent in step 1: it is used, revoked, unknown, or presented earlier in
+/// this batch (`spendable`: then it may have been given back).
+async fn rotate(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    token_hash: &SecretHash,
+    now: UnixTime,
+    decide: &DecideSuccessor,
+    spendable: bool,
+) -> StoreResult<Rotation> {
+    let presented = Presentation {
+        index: 0,
+        tenant,
+        hash: token_hash,
+        now,
+    };
+    let spent = if spendable {
+        let presented = std::slice::from_ref(&presented);
+        spend(tx, SPEND_REFRESH_TOKENS, "token_hash", presented).await?
+    } else {
+        HashMap::new()
+    };
+    if let Some(row) = spent.into_values().next() {
+        // An earlier job of this batch was refused and gave it back.
+        let mut token = super::refresh_from_row(&row)?;
+        token.spent = false;
+        return match guarded(|| decide(&token))? {
+            Ok(successor) => {
+                let mut records = Records::default();
+                records.push(Some(&successor.access), Some(&successor.refresh));
+                records.insert(tx).await?;
+                Ok(Rotation::Rotated(Box::new(successor)))
+            }
+            Err(refusal) => {
+                unspend(tx, UNSPEND_REFRESH_TOKENS, &[&presented]).await?;
+                Ok(Rotation::Refused(refusal))
+            }
+        };
+    }
+    let Some(row) =
+        sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = $1 AND tenant_id = $2")
+            .bind(&token_hash.0)
+            .bind(tenant.0)
+            .fetch_optional(&mut *tx)
+            .await?
+    else {
+        return Ok(Rotation::Unknown);
+    };
+    let token = super::refresh_from_row(&row)?;
+    if let Err(refusal) = guarded(|| decide(&token))? {
+        return Ok(Rotation::Refused(refusal));
+    }
+    // RFC 9700 §4.14.2: reuse of a rotated token revokes its family.
+    super::revoke_family(tx, &token.family_id, now).await?;
+    Ok(Rotation::Reused)
+}
+
+/// Step 3 for a redemption: one presentation, on its own. The code was not
+/// spent in step 1: it is used, unknown, or presented earlier in this batch
+/// (`spendable`: then it may have been given back).
+async fn redeem(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    code_hash: &SecretHash,
+    now: UnixTime,
+    decide: &DecideIssue,
+    spendable: bool,
+) -> StoreResult<CodeRedemption> {
+    let presented = Presentation {
+        index: 0,
+        tenant,
+        hash: code_hash,
+        now,
+    };
+    let spent = if spendable {
+        let presented = std::slice::from_ref(&presented);
+        spend(tx, SPEND_CODES, "code_hash", presented).await?
+    } else {
+        HashMap::new()
+    };
+    if let Some(row) = spent.into_values().next() {
+        // An earlier job of this batch was refused and gave it back.
+        let code = super::code_from_row(&row)?;
+        return match guarded(|| decide(&code))? {
+            Ok(issued) => {
+                let mut records = Records::default();
+                records.push(Some(&issued.access), issued.refresh.as_ref());
+                records.insert(tx).await?;
+                Ok(CodeRedemption::Redeemed(Box::new(issued)))
+            }
+            Err(refusal) => {
+                unspend(tx, UNSPEND_CODES, &[&presented]).await?;
+                Ok(CodeRedemption::Refused(refusal))
+            }
+        };
+    }
+    let family: Option<String> = sqlx::query_scalar(
+        "SELECT family_id FROM authorization_codes WHERE code_hash = $1 AND tenant_id = $2",
+    )
+    .bind(&code_hash.0)
+    .bind(tenant.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(match family {
+        Some(family_id) => {
+            // RFC 6749 §4.1.2: a replayed code revokes what it issued.
+            super::revoke_family(tx, &family_id, now).await?;
+            CodeRedemption::Replayed
+        }
+        None => CodeRedemption::Unknown,
+    })
+}
+
+/// The token records a transaction stores, by table.
+#[derive(Default)]
+struct Records {
+    access: Vec<AccessTokenRecord>,
+    refresh: Vec<RefreshTokenRecord>,
+}
+
+impl Records {
+    fn push(&mut self, access: Option<&AccessTokenRecord>, refresh: Option<&RefreshTokenRecord>) {
+        self.access.extend(access.cloned());
+        self.refresh.extend(refresh.cloned());
+    }
+
+    /// One statement that stores every record.
+    async fn insert(&self, tx: &mut PgConnection) -> StoreResult<()> {
+        if self.access.is_empty() && self.refresh.is_empty() {
+            return Ok(());
+        }
+        fn column<R, T>(records: &[R], field: impl Fn(&R) -> T) -> Vec<T> {
+            records.iter().map(field).collect()
+        }
+        let (access, refresh) = (&self.access, &self.refresh);
+        sqlx::query(INSERT_TOKENS)
+            .bind(column(access, |t| t.jti.clone()))
+            .bind(column(access, |t| {
+                t.token_hash.as_ref().map(|h| h.0.clone())
+            }))
+            .bind(column(access, |t| t.tenant_id.0))
+            .bind(column(access, |t| t.client_id.as_str().to_owned()))
+            .bind(column(access, |t| t.user_id.clone()))
+            .bind(column(access, |t| t.scope.to_string()))
+            .bind(column(access, |t| super::to_json(&t.audiences)))
+            .bind(column(access, |t| t.auth_time.map(|a| a.0)))
+            .bind(column(access, |t| t.issued_at.0))
+            .bind(column(access, |t| t.expires_at.0))
+            .bind(column(access, |t| t.family_id.clone()))
+            .bind(column(refresh, |t| t.token_hash.0.clone()))
+            .bind(column(refresh, |t| t.family_id.clone()))
+            .bind(column(refresh, |t| t.tenant_id.0))
+            .bind(column(refresh, |t| t.client_id.as_str().to_owned()))
+            .bind(column(refresh, |t| t.user_id.clone()))
+            .bind(column(refresh, |t| t.scope.to_string()))
+            .bind(column(refresh, |t| t.auth_time.map(|a| a.0)))
+            .bind(column(refresh, |t| t.issued_at.0))
+            .bind(column(refresh, |t| t.expires_at.0))
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use tessera_core::secret::SecretHash;
-    use tessera_core::{ClientId, ScopeSet, TenantId, UnixTime};
+    use tessera_core::{ClientId, ScopeSet, TokenError};
 
     use super::*;
+    use crate::{Issued, Successor};
 
     /// A schema of its own on the test server (`TESSERA_TEST_POSTGRES_URL`,
     /// by default the local one every development and CI machine runs),
-    /// migrated, with tenant 1 and its client `client`; dropped by `drop`.
+    /// migrated, with tenant 1, its client `client` and its user `user`.
     struct Schema {
         admin: String,
         name: String,
@@ -247,21 +705,17 @@ mod tests {
             let store = crate::PostgresStore::connect(&url, &crate::PoolSettings::default())
                 .await
                 .unwrap();
-            sqlx::query(
+            for statement in [
                 "INSERT INTO tenants (name, access_token_ttl, refresh_token_ttl, \
                  authorization_code_ttl, created_at) VALUES ('t', 60, 60, 60, 0)",
-            )
-            .execute(&store.pool)
-            .await
-            .unwrap();
-            sqlx::query(
                 "INSERT INTO clients (client_id, tenant_id, name, auth_method, grant_types, \
                  redirect_uris, audiences, token_format, created_at) \
                  SELECT 'client', id, 'c', 'none', '', '[]', '[]', 'opaque', 0 FROM tenants",
-            )
-            .execute(&store.pool)
-            .await
-            .unwrap();
+                "INSERT INTO users (id, tenant_id, username, password_hash, created_at) \
+                 SELECT 'user', id, 'u', 'x', 0 FROM tenants",
+            ] {
+                sqlx::query(statement).execute(&store.pool).await.unwrap();
+            }
             Schema {
                 admin,
                 name,
@@ -269,11 +723,36 @@ mod tests {
             }
         }
 
-        async fn count(&self, table: &str) -> i64 {
-            sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-                .fetch_one(&self.pool)
+        async fn count(&self, sql: &str) -> i64 {
+            sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+        }
+
+        /// Stores `access` and `refresh` as a new grant would.
+        async fn store(
+            &self,
+            access: Option<AccessTokenRecord>,
+            refresh: Option<RefreshTokenRecord>,
+        ) {
+            let mut records = Records::default();
+            records.push(access.as_ref(), refresh.as_ref());
+            records
+                .insert(&mut self.pool.acquire().await.unwrap())
                 .await
-                .unwrap()
+                .unwrap();
+        }
+
+        /// Stores an unused code with hash `[n; 32]` that starts `family`.
+        async fn code(&self, n: u8, family: &str) {
+            sqlx::query(
+                "INSERT INTO authorization_codes (code_hash, tenant_id, client_id, user_id, \
+                 redirect_uri, redirect_uri_in_request, scope, auth_time, expires_at, family_id) \
+                 VALUES ($1, 1, 'client', 'user', 'https://app/cb', TRUE, 'read', 1, 1000, $2)",
+            )
+            .bind(vec![n; 32])
+            .bind(family)
+            .execute(&self.pool)
+            .await
+            .unwrap();
         }
 
         async fn drop(self) {
@@ -286,15 +765,11 @@ mod tests {
         }
     }
 
-    fn tenant() -> TenantId {
-        TenantId(1)
-    }
-
-    fn access(n: u8, client: &str) -> AccessTokenRecord {
+    fn access(jti: &str, family: &str, client: &str) -> AccessTokenRecord {
         AccessTokenRecord {
-            token_hash: Some(SecretHash(vec![n; 32])),
-            jti: format!("jti-{n}"),
-            tenant_id: tenant(),
+            token_hash: None,
+            jti: jti.into(),
+            tenant_id: TenantId(1),
             client_id: ClientId::new(client),
             user_id: None,
             scope: ScopeSet::parse("read").unwrap(),
@@ -302,16 +777,16 @@ mod tests {
             auth_time: None,
             issued_at: UnixTime(1),
             expires_at: UnixTime(1_000),
-            family_id: Some(format!("family-{n}")),
+            family_id: Some(family.into()),
             revoked: false,
         }
     }
 
-    fn refresh(n: u8, client: &str) -> RefreshTokenRecord {
+    fn refresh(n: u8, family: &str, client: &str) -> RefreshTokenRecord {
         RefreshTokenRecord {
             token_hash: SecretHash(vec![n; 32]),
-            family_id: format!("family-{n}"),
-            tenant_id: tenant(),
+            family_id: family.into(),
+            tenant_id: TenantId(1),
             client_id: ClientId::new(client),
             user_id: None,
             scope: ScopeSet::parse("read").unwrap(),
@@ -322,22 +797,74 @@ mod tests {
         }
     }
 
-    /// Queues grants without starting a task, so that the test decides what
+    fn tokens(n: u8, client: &str) -> Work {
+        let family = format!("family-{n}");
+        Work::Tokens {
+            access: Some(access(&format!("jti-{n}"), &family, client)),
+            refresh: Some(refresh(n, &family, client)),
+        }
+    }
+
+    /// Rotates the token `[old; 32]` into `[new; 32]` with the access token
+    /// `jti`, or refuses it if `new` is 0.
+    fn rotate(old: u8, new: u8, jti: &str, now: i64) -> Work {
+        let jti = jti.to_owned();
+        Work::Rotate {
+            tenant: TenantId(1),
+            token_hash: SecretHash(vec![old; 32]),
+            now: UnixTime(now),
+            decide: Box::new(move |stored| {
+                if new == 0 {
+                    return Err(TokenError::InvalidGrant("refused"));
+                }
+                Ok(Successor {
+                    refresh: refresh(new, &stored.family_id, "client"),
+                    access: access(&jti, &stored.family_id, "client"),
+                })
+            }),
+        }
+    }
+
+    /// Redeems the code `[n; 32]`, issuing the access token `jti` and a
+    /// refresh token `[n + 100; 32]`, or refuses it if `jti` is empty.
+    fn redeem(n: u8, jti: &str, now: i64) -> Work {
+        let jti = jti.to_owned();
+        Work::Redeem {
+            tenant: TenantId(1),
+            code_hash: SecretHash(vec![n; 32]),
+            now: UnixTime(now),
+            decide: Box::new(move |code| {
+                if jti.is_empty() {
+                    return Err(TokenError::InvalidGrant("refused"));
+                }
+                Ok(Issued {
+                    access: access(&jti, &code.family_id, "client"),
+                    refresh: Some(refresh(n + 100, &code.family_id, "client")),
+                })
+            }),
+        }
+    }
+
+    /// Queues `work` without starting a task, so that the test decides what
     /// one batch holds.
-    fn queue(
-        batch: &TokenBatch,
-        access: Option<AccessTokenRecord>,
-        refresh: Option<RefreshTokenRecord>,
-    ) -> oneshot::Receiver<StoreResult<()>> {
+    fn queue(batch: &WriteBatch, work: Work) -> oneshot::Receiver<StoreResult<Done>> {
         let (reply, answer) = oneshot::channel();
         let mut queue = batch.lock();
         queue.draining = true;
-        queue.grants.push(Grant {
-            access,
-            refresh,
-            reply,
-        });
+        queue.jobs.push(Job { work, reply });
         answer
+    }
+
+    /// Runs `works` as one batch and returns their outcomes.
+    async fn one_batch(batch: &Arc<WriteBatch>, works: Vec<Work>) -> Vec<StoreResult<Done>> {
+        let answers: Vec<_> = works.into_iter().map(|work| queue(batch, work)).collect();
+        Arc::clone(batch).drain().await;
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap());
+        }
+        assert!(!batch.lock().draining);
+        outcomes
     }
 
     /// The grants of one batch are stored together; one that cannot be
@@ -346,97 +873,375 @@ mod tests {
     #[tokio::test]
     async fn a_failing_grant_fails_alone_and_its_batch_is_stored() {
         let schema = Schema::new().await;
-        let batch = TokenBatch::new(schema.pool.clone());
-        let answers = vec![
-            queue(
-                &batch,
-                Some(access(1, "client")),
-                Some(refresh(1, "client")),
-            ),
-            queue(&batch, Some(access(2, "client")), None),
-            queue(&batch, Some(access(3, "gone")), Some(refresh(3, "client"))),
-            queue(&batch, None, Some(refresh(4, "client"))),
-        ];
-        Arc::clone(&batch).drain().await;
-        let mut outcomes = Vec::new();
-        for answer in answers {
-            outcomes.push(answer.await.unwrap());
-        }
-        assert!(outcomes[0].is_ok() && outcomes[1].is_ok() && outcomes[3].is_ok());
-        assert!(
-            matches!(outcomes[2], Err(StoreError::NotFound)),
-            "{outcomes:?}"
-        );
-        assert_eq!(schema.count("access_tokens").await, 2);
+        let batch = WriteBatch::new(schema.pool.clone());
+        let outcomes = one_batch(
+            &batch,
+            vec![
+                tokens(1, "client"),
+                Work::Tokens {
+                    access: Some(access("jti-2", "family-2", "client")),
+                    refresh: None,
+                },
+                Work::Tokens {
+                    access: Some(access("jti-3", "family-3", "gone")),
+                    refresh: Some(refresh(3, "family-3", "client")),
+                },
+                Work::Tokens {
+                    access: None,
+                    refresh: Some(refresh(4, "family-4", "client")),
+                },
+            ],
+        )
+        .await;
+        assert!(matches!(outcomes[0], Ok(Done::Stored)));
+        assert!(matches!(outcomes[1], Ok(Done::Stored)));
+        assert!(matches!(outcomes[2], Err(StoreError::NotFound)));
+        assert!(matches!(outcomes[3], Ok(Done::Stored)));
+        assert_eq!(schema.count("SELECT count(*) FROM access_tokens").await, 2);
         // The failing grant's refresh record, valid on its own, is not stored.
-        assert_eq!(schema.count("refresh_tokens").await, 2);
         let stored: Vec<Vec<u8>> =
             sqlx::query_scalar("SELECT token_hash FROM refresh_tokens ORDER BY token_hash")
                 .fetch_all(&schema.pool)
                 .await
                 .unwrap();
         assert_eq!(stored, vec![vec![1; 32], vec![4; 32]]);
-        assert!(!batch.lock().draining);
         schema.drop().await;
     }
 
-    /// Grants put at the same time are all stored and answered, and the
-    /// queue is idle afterwards; a grant put later starts a new task.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_grants_are_all_stored() {
+    /// Rotations in one batch: the first presentation of a token decides;
+    /// a refused one gives the token back for a later presentation; a
+    /// presentation after a rotation is reuse and revokes the family,
+    /// including the successor stored in the same batch; tokens spent
+    /// before, unknown ones and another tenant's are not rotated.
+    #[tokio::test]
+    async fn rotations_of_a_token_in_one_batch_are_decided_in_queue_order() {
         let schema = Schema::new().await;
-        let batch = TokenBatch::new(schema.pool.clone());
-        let mut puts = tokio::task::JoinSet::new();
-        for n in 1..=200u8 {
-            let batch = Arc::clone(&batch);
-            puts.spawn(async move {
-                let (access, refresh) = (access(n, "client"), refresh(n, "client"));
-                batch.put(Some(&access), Some(&refresh)).await
-            });
+        for (n, family) in [(1, "f1"), (3, "f3"), (11, "f11")] {
+            schema.store(None, Some(refresh(n, family, "client"))).await;
         }
-        for outcome in puts.join_all().await {
-            outcome.unwrap();
-        }
-        assert_eq!(schema.count("access_tokens").await, 200);
-        assert_eq!(schema.count("refresh_tokens").await, 200);
-        assert!(!batch.lock().draining);
-        batch
-            .put(None, Some(&refresh(201, "client")))
+        schema
+            .store(
+                Some(access("a9", "f9", "client")),
+                Some(refresh(9, "f9", "client")),
+            )
+            .await;
+        sqlx::query("UPDATE refresh_tokens SET used_at = 1 WHERE family_id = 'f9'")
+            .execute(&schema.pool)
             .await
             .unwrap();
-        assert_eq!(schema.count("refresh_tokens").await, 201);
+        let mut other_tenant = rotate(11, 13, "other-tenant", 5);
+        if let Work::Rotate { tenant, .. } = &mut other_tenant {
+            *tenant = TenantId(2);
+        }
+        let batch = WriteBatch::new(schema.pool.clone());
+        let outcomes = one_batch(
+            &batch,
+            vec![
+                rotate(1, 0, "", 5),
+                rotate(1, 2, "after-1", 6),
+                rotate(1, 20, "again-1", 7),
+                rotate(3, 4, "after-3", 8),
+                rotate(3, 30, "again-3", 9),
+                rotate(11, 12, "after-11", 10),
+                rotate(9, 10, "after-9", 11),
+                rotate(7, 8, "unknown", 12),
+                other_tenant,
+                tokens(50, "client"),
+            ],
+        )
+        .await;
+        let rotated = |i: usize, jti: &str| matches!(&outcomes[i], Ok(Done::Rotation(Rotation::Rotated(next))) if next.access.jti == jti);
+        let reused = |i: usize| matches!(outcomes[i], Ok(Done::Rotation(Rotation::Reused)));
+        let unknown = |i: usize| matches!(outcomes[i], Ok(Done::Rotation(Rotation::Unknown)));
+        assert!(matches!(
+            &outcomes[0],
+            Ok(Done::Rotation(Rotation::Refused(TokenError::InvalidGrant(
+                "refused"
+            ))))
+        ));
+        assert!(rotated(1, "after-1") && reused(2));
+        assert!(rotated(3, "after-3") && reused(4));
+        assert!(rotated(5, "after-11"));
+        assert!(reused(6) && unknown(7) && unknown(8));
+        assert!(matches!(outcomes[9], Ok(Done::Stored)));
+        let count = |sql: &'static str| schema.count(sql);
+        // Family 1: spent by the second job, at its time; its successor and
+        // access token stored, then revoked by the reuse.
+        assert_eq!(
+            count("SELECT used_at FROM refresh_tokens WHERE token_hash = decode(repeat('01', 32), 'hex')").await,
+            6
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM refresh_tokens WHERE family_id = 'f1' AND revoked_at = 7")
+                .await,
+            2
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM access_tokens WHERE jti = 'after-1' AND revoked_at = 7")
+                .await,
+            1
+        );
+        // Family 3: rotated in step 1, its successor stored in step 2, then
+        // revoked by the reuse in step 3.
+        assert_eq!(
+            count("SELECT count(*) FROM refresh_tokens WHERE family_id = 'f3' AND revoked_at = 9")
+                .await,
+            2
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM access_tokens WHERE jti = 'after-3' AND revoked_at = 9")
+                .await,
+            1
+        );
+        // Family 11: rotated once, by its own tenant, and kept.
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM refresh_tokens WHERE family_id = 'f11' AND revoked_at IS NULL"
+            )
+            .await,
+            2
+        );
+        assert_eq!(
+            count("SELECT used_at FROM refresh_tokens WHERE token_hash = decode(repeat('0b', 32), 'hex')").await,
+            10
+        );
+        // Family 9 was spent before: revoked, nothing new stored.
+        assert_eq!(
+            count("SELECT count(*) FROM refresh_tokens WHERE family_id = 'f9' AND revoked_at = 11")
+                .await,
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM access_tokens WHERE family_id = 'f9' AND revoked_at = 11")
+                .await,
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM access_tokens WHERE jti IN ('again-1', 'again-3', 'after-9', 'unknown', 'other-tenant')").await,
+            0
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM refresh_tokens WHERE family_id = 'family-50'").await,
+            1
+        );
+        schema.drop().await;
+    }
+
+    /// Redemptions in one batch: a refused one leaves the code for a later
+    /// presentation; a replay after the redemption revokes what it issued,
+    /// also when that was stored in the same statement as the rest of the
+    /// batch; a code redeemed once keeps its tokens.
+    #[tokio::test]
+    async fn redemptions_of_a_code_in_one_batch_are_decided_in_queue_order() {
+        let schema = Schema::new().await;
+        for (n, family) in [(7, "c7"), (5, "c5"), (6, "c6")] {
+            schema.code(n, family).await;
+        }
+        let batch = WriteBatch::new(schema.pool.clone());
+        let outcomes = one_batch(
+            &batch,
+            vec![
+                redeem(7, "", 2),
+                redeem(7, "first-7", 3),
+                redeem(7, "replay-7", 4),
+                redeem(8, "unknown", 4),
+                redeem(5, "first-5", 4),
+                redeem(5, "replay-5", 5),
+                redeem(6, "first-6", 5),
+            ],
+        )
+        .await;
+        let redeemed = |i: usize, jti: &str| matches!(&outcomes[i], Ok(Done::Redemption(CodeRedemption::Redeemed(issued))) if issued.access.jti == jti);
+        let replayed =
+            |i: usize| matches!(outcomes[i], Ok(Done::Redemption(CodeRedemption::Replayed)));
+        assert!(matches!(
+            &outcomes[0],
+            Ok(Done::Redemption(CodeRedemption::Refused(
+                TokenError::InvalidGrant("refused")
+            )))
+        ));
+        assert!(redeemed(1, "first-7") && replayed(2));
+        assert!(matches!(
+            outcomes[3],
+            Ok(Done::Redemption(CodeRedemption::Unknown))
+        ));
+        assert!(redeemed(4, "first-5") && replayed(5));
+        assert!(redeemed(6, "first-6"));
+        let count = |sql: &'static str| schema.count(sql);
+        assert_eq!(
+            count("SELECT count(*) FROM authorization_codes WHERE used_at IS NOT NULL").await,
+            3
+        );
+        for (family, revoked) in [("c7", "4"), ("c5", "5")] {
+            let sql = format!(
+                "SELECT (SELECT count(*) FROM access_tokens WHERE family_id = '{family}' AND revoked_at = {revoked}) \
+                 + (SELECT count(*) FROM refresh_tokens WHERE family_id = '{family}' AND revoked_at = {revoked})"
+            );
+            assert_eq!(
+                sqlx::query_scalar::<_, i64>(&sql)
+                    .fetch_one(&schema.pool)
+                    .await
+                    .unwrap(),
+                2,
+                "{family}"
+            );
+        }
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM access_tokens WHERE jti = 'first-6' AND revoked_at IS NULL"
+            )
+            .await,
+            1
+        );
+        assert_eq!(count("SELECT count(*) FROM access_tokens").await, 3);
+        schema.drop().await;
+    }
+
+    /// Two nodes' batches that present the same token at once: one rotates
+    /// it, the other sees reuse and revokes the family, successor included.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_presenting_one_token_rotate_it_once() {
+        let schema = Schema::new().await;
+        schema.store(None, Some(refresh(1, "f1", "client"))).await;
+        let nodes = [
+            WriteBatch::new(schema.pool.clone()),
+            WriteBatch::new(schema.pool.clone()),
+        ];
+        let (a, b) = tokio::join!(
+            nodes[0].write(rotate(1, 2, "node-a", 5)),
+            nodes[1].write(rotate(1, 3, "node-b", 5)),
+        );
+        let outcomes = [a.unwrap(), b.unwrap()];
+        let rotated = outcomes
+            .iter()
+            .filter(|o| matches!(o, Done::Rotation(Rotation::Rotated(_))))
+            .count();
+        let reused = outcomes
+            .iter()
+            .filter(|o| matches!(o, Done::Rotation(Rotation::Reused)))
+            .count();
+        assert_eq!((rotated, reused), (1, 1));
+        assert_eq!(
+            schema
+                .count(
+                    "SELECT count(*) FROM refresh_tokens WHERE family_id = 'f1' AND revoked_at = 5"
+                )
+                .await,
+            2
+        );
+        schema.drop().await;
+    }
+
+    /// A job whose caller has gone before its batch starts is not done: a
+    /// rotation nobody receives would spend the token.
+    #[tokio::test]
+    async fn a_job_whose_caller_has_gone_is_not_done() {
+        let schema = Schema::new().await;
+        schema.store(None, Some(refresh(1, "f1", "client"))).await;
+        let batch = WriteBatch::new(schema.pool.clone());
+        drop(queue(&batch, rotate(1, 2, "nobody", 5)));
+        let kept = queue(&batch, tokens(50, "client"));
+        Arc::clone(&batch).drain().await;
+        assert!(matches!(kept.await.unwrap(), Ok(Done::Stored)));
+        assert_eq!(
+            schema
+                .count("SELECT count(*) FROM refresh_tokens WHERE used_at IS NULL")
+                .await,
+            2
+        );
+        schema.drop().await;
+    }
+
+    /// A decision that panics fails its own job; the other jobs of its
+    /// batch are done, and the code it was about stays unused.
+    #[tokio::test]
+    async fn a_panicking_decision_fails_only_its_job() {
+        let schema = Schema::new().await;
+        schema.code(7, "c7").await;
+        let batch = WriteBatch::new(schema.pool.clone());
+        let outcomes = one_batch(
+            &batch,
+            vec![
+                Work::Redeem {
+                    tenant: TenantId(1),
+                    code_hash: SecretHash(vec![7; 32]),
+                    now: UnixTime(2),
+                    decide: Box::new(|_| panic!("a bug in a decision")),
+                },
+                tokens(1, "client"),
+            ],
+        )
+        .await;
+        assert!(matches!(outcomes[0], Err(StoreError::Internal(_))));
+        assert!(matches!(outcomes[1], Ok(Done::Stored)));
+        assert_eq!(
+            schema
+                .count("SELECT count(*) FROM authorization_codes WHERE used_at IS NULL")
+                .await,
+            1
+        );
+        schema.drop().await;
+    }
+
+    /// Writes put at the same time are all done and answered, and the
+    /// queue is idle afterwards; a write put later starts a new task.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_all_done() {
+        let schema = Schema::new().await;
+        let batch = WriteBatch::new(schema.pool.clone());
+        let mut writes = tokio::task::JoinSet::new();
+        for n in 1..=200u8 {
+            let batch = Arc::clone(&batch);
+            writes.spawn(async move { batch.write(tokens(n, "client")).await });
+        }
+        for outcome in writes.join_all().await {
+            assert!(matches!(outcome, Ok(Done::Stored)));
+        }
+        assert_eq!(
+            schema.count("SELECT count(*) FROM access_tokens").await,
+            200
+        );
+        assert_eq!(
+            schema.count("SELECT count(*) FROM refresh_tokens").await,
+            200
+        );
+        assert!(!batch.lock().draining);
+        batch.write(tokens(201, "client")).await.unwrap();
+        assert_eq!(
+            schema.count("SELECT count(*) FROM refresh_tokens").await,
+            201
+        );
         schema.drop().await;
     }
 
     /// A draining task dropped before the queue is empty (its runtime shut
-    /// down) leaves the queue idle, and fails the grants it held.
+    /// down) leaves the queue idle, and fails the jobs it held.
     #[test]
     fn a_dropped_task_leaves_the_queue_idle() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let schema = runtime.block_on(Schema::new());
-        let batch = TokenBatch::new(schema.pool.clone());
-        let sent = queue(&batch, Some(access(1, "client")), None);
-        // Polled once, the task has sent the first batch's statement; a
-        // grant queued then waits for the next batch.
+        let batch = WriteBatch::new(schema.pool.clone());
+        let sent = queue(&batch, tokens(1, "client"));
+        // Polled once, the task has sent the first batch's first statement;
+        // a job queued then waits for the next batch.
         let mut drain = Box::pin(Arc::clone(&batch).drain());
         let polled = runtime.block_on(poll_once(drain.as_mut()));
         assert!(
             polled.is_none(),
-            "the statement cannot be done on the first poll"
+            "the batch cannot be done on the first poll"
         );
-        let waiting = queue(&batch, Some(access(2, "client")), None);
+        let waiting = queue(&batch, tokens(2, "client"));
         {
             // As a runtime drops its tasks: inside its context.
             let _context = runtime.enter();
             drop(drain);
         }
         assert!(!batch.lock().draining);
-        assert!(batch.lock().grants.is_empty());
+        assert!(batch.lock().jobs.is_empty());
         assert!(runtime.block_on(sent).is_err());
         assert!(runtime.block_on(waiting).is_err());
-        // The next grant starts a new task.
-        let later = access(3, "client");
-        runtime.block_on(batch.put(Some(&later), None)).unwrap();
+        // The next write starts a new task.
+        runtime.block_on(batch.write(tokens(3, "client"))).unwrap();
         runtime.block_on(schema.drop());
     }
 
