@@ -35,7 +35,7 @@ pub use errors::json_error;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The longest a request may take, body included; a client that sends a
-    /// `Content-Length` longer than its body gets `408` after this.
+    /// `Content-Length` longer than its body gets `408` (a JSON error) after this.
     pub request_timeout: Duration,
     /// The longest a client may take to send a request's headers, so that slow
     /// or idle connections cannot pile up.
@@ -103,7 +103,24 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
+        .layer(axum::middleware::map_response(explain_timeout))
         .with_state(state)
+}
+
+/// The timeout layer answers an empty `408`; like every other error, it
+/// says what went wrong (RFC 6749 §5.2 shape).
+async fn explain_timeout(response: Response) -> Response {
+    use axum::body::HttpBody;
+    if response.status() == StatusCode::REQUEST_TIMEOUT
+        && response.body().size_hint().exact() == Some(0)
+    {
+        return json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            Some("the request was not received in time"),
+        );
+    }
+    response
 }
 
 /// Reads the configuration version once for the request, so that its

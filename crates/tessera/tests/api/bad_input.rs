@@ -127,6 +127,16 @@ async fn lying_content_length_and_bad_host_get_4xx() {
     let lying = b"POST /t/acme/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=client_credentials";
     let status = raw_request(&address, lying).await;
     assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    // It says why, as a JSON error.
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    stream.write_all(lying).await.unwrap();
+    let mut answer = String::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer)).await;
+    assert!(read.is_ok(), "the server did not close the connection");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/json"), "{answer}");
+    assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
 
     // A malformed Host header: URLs never come from it, so it changes nothing.
     let bad_host = b"GET /t/acme/jwks HTTP/1.1\r\nHost: [::bad\r\n\r\n";
