@@ -338,7 +338,8 @@ fn first_presentations<'a>(
     presents: impl Fn(&'a Work) -> Option<(TenantId, &'a SecretHash, UnixTime)>,
 ) -> Vec<Presentation<'a>> {
     let mut seen = HashSet::new();
-    jobs.iter()
+    let mut presented: Vec<_> = jobs
+        .iter()
         .enumerate()
         .filter_map(|(index, job)| {
             let (tenant, hash, now) = presents(&job.work)?;
@@ -350,7 +351,11 @@ fn first_presentations<'a>(
                     now,
                 })
         })
-        .collect()
+        .collect();
+    // Row locks taken in one order on every node (the index-driven join
+    // follows the array), so that two nodes' batches do not deadlock.
+    presented.sort_unstable_by(|a, b| (a.tenant.0, &a.hash.0).cmp(&(b.tenant.0, &b.hash.0)));
+    presented
 }
 
 /// Runs a `SPEND_*` statement for `presented` and returns the rows it
