@@ -7,9 +7,10 @@
 //! `UPDATE ... WHERE used_at IS NULL` re-reads the row and matches nothing.
 
 /// Implements `Store` for `$store`, a struct with a `pool` of the sqlx
-/// database `$db` for reads and a `write()` method that hands out the
+/// database `$db` for reads, a `write()` method that hands out the
 /// connection for a write (a pooled one on PostgreSQL, the one writer
-/// connection on SQLite).
+/// connection on SQLite), and a `group_write()` method that does the token
+/// writes of [`crate::group_commit::Work`] in the backend's batches.
 macro_rules! sql_store {
     ($store:ident, $db:ty) => {
 use async_trait::async_trait;
