@@ -47,7 +47,7 @@ use tessera_core::{AccessTokenRecord, RefreshTokenRecord, TenantId, UnixTime};
 use tokio::sync::oneshot;
 
 use crate::group_commit::{Done, Work, guarded};
-use crate::{CodeRedemption, DecideIssue, DecideSuccessor, Rotation, StoreError, StoreResult};
+use crate::{CodeRedemption, Rotation, StoreError, StoreResult};
 
 /// Jobs in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -250,8 +250,17 @@ impl WriteBatch {
         let mut outcomes: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
         let mut records = Records::default();
         let mut first = vec![false; jobs.len()];
-        spend_refresh_tokens(&mut tx, jobs, &mut outcomes, &mut records, &mut first).await?;
-        spend_codes(&mut tx, jobs, &mut outcomes, &mut records, &mut first).await?;
+        for credential in Credential::BOTH {
+            spend_first_presentations(
+                &mut tx,
+                jobs,
+                credential,
+                &mut outcomes,
+                &mut records,
+                &mut first,
+            )
+            .await?;
+        }
         for (job, outcome) in jobs.iter().zip(outcomes.iter_mut()) {
             if let Work::Tokens { access, refresh } = &job.work {
                 records.push(access.as_ref(), refresh.as_ref());
@@ -260,31 +269,11 @@ impl WriteBatch {
         }
         records.insert(&mut tx).await?;
         for ((job, outcome), first) in jobs.iter().zip(outcomes.iter_mut()).zip(first) {
-            if outcome.is_some() {
-                continue;
+            if outcome.is_none() {
+                // A first presentation step 1 did not spend cannot be spent;
+                // a later one can, if the first was refused and gave it back.
+                *outcome = Some(leftover(&mut tx, &job.work, !first).await?);
             }
-            // A first presentation step 1 did not spend cannot be spent; a
-            // later one can, if the first was refused and gave it back.
-            let spendable = !first;
-            *outcome = Some(match &job.work {
-                Work::Rotate {
-                    tenant,
-                    token_hash,
-                    now,
-                    decide,
-                } => Done::Rotation(
-                    rotate(&mut tx, *tenant, token_hash, *now, decide, spendable).await?,
-                ),
-                Work::Redeem {
-                    tenant,
-                    code_hash,
-                    now,
-                    decide,
-                } => Done::Redemption(
-                    redeem(&mut tx, *tenant, code_hash, *now, decide, spendable).await?,
-                ),
-                Work::Tokens { .. } => Done::Stored,
-            });
         }
         let outcomes = outcomes
             .into_iter()
@@ -321,52 +310,100 @@ impl Drop for IdleOnExit<'_> {
     }
 }
 
+/// The two kinds of single-use credential a job can present.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    RefreshToken,
+    Code,
+}
+
+impl Credential {
+    const BOTH: [Credential; 2] = [Credential::RefreshToken, Credential::Code];
+
+    fn spend_statement(self) -> &'static str {
+        match self {
+            Credential::RefreshToken => SPEND_REFRESH_TOKENS,
+            Credential::Code => SPEND_CODES,
+        }
+    }
+
+    fn unspend_statement(self) -> &'static str {
+        match self {
+            Credential::RefreshToken => UNSPEND_REFRESH_TOKENS,
+            Credential::Code => UNSPEND_CODES,
+        }
+    }
+
+    fn hash_column(self) -> &'static str {
+        match self {
+            Credential::RefreshToken => "token_hash",
+            Credential::Code => "code_hash",
+        }
+    }
+}
+
 /// A job that presents a refresh token or a code.
 struct Presentation<'a> {
     /// The job's place in its batch.
     index: usize,
+    credential: Credential,
     tenant: TenantId,
     hash: &'a SecretHash,
     now: UnixTime,
 }
 
-/// The jobs that present a token or code, as `presents` finds them, the
-/// first presentation of each only: a later one in the same batch runs on
-/// its own.
-fn first_presentations<'a>(
-    jobs: &'a [Job],
-    presents: impl Fn(&'a Work) -> Option<(TenantId, &'a SecretHash, UnixTime)>,
-) -> Vec<Presentation<'a>> {
+impl<'a> Presentation<'a> {
+    /// What `work`, the job at `index`, presents, if anything.
+    fn of(index: usize, work: &'a Work) -> Option<Self> {
+        let (credential, tenant, hash, now) = match work {
+            Work::Rotate {
+                tenant,
+                token_hash,
+                now,
+                ..
+            } => (Credential::RefreshToken, tenant, token_hash, now),
+            Work::Redeem {
+                tenant,
+                code_hash,
+                now,
+                ..
+            } => (Credential::Code, tenant, code_hash, now),
+            Work::Tokens { .. } => return None,
+        };
+        Some(Presentation {
+            index,
+            credential,
+            tenant: *tenant,
+            hash,
+            now: *now,
+        })
+    }
+}
+
+/// The jobs that present a `credential`, the first presentation of each
+/// only: a later one in the same batch runs on its own. In (tenant, hash)
+/// order, so that every node takes row locks in one order (the index-driven
+/// join follows the array) and two nodes' batches do not deadlock.
+fn first_presentations(jobs: &[Job], credential: Credential) -> Vec<Presentation<'_>> {
     let mut seen = HashSet::new();
     let mut presented: Vec<_> = jobs
         .iter()
         .enumerate()
-        .filter_map(|(index, job)| {
-            let (tenant, hash, now) = presents(&job.work)?;
-            seen.insert((tenant.0, hash.0.as_slice()))
-                .then_some(Presentation {
-                    index,
-                    tenant,
-                    hash,
-                    now,
-                })
-        })
+        .filter_map(|(index, job)| Presentation::of(index, &job.work))
+        .filter(|p| p.credential == credential && seen.insert((p.tenant.0, p.hash.0.as_slice())))
         .collect();
-    // Row locks taken in one order on every node (the index-driven join
-    // follows the array), so that two nodes' batches do not deadlock.
     presented.sort_unstable_by(|a, b| (a.tenant.0, &a.hash.0).cmp(&(b.tenant.0, &b.hash.0)));
     presented
 }
 
-/// Runs a `SPEND_*` statement for `presented` and returns the rows it
-/// spent, by tenant and hash (in the column `hash_column`).
+/// Runs the spend statement of `presented`'s credential (all of one kind)
+/// and returns the rows it spent, by tenant and hash.
 async fn spend(
     tx: &mut PgConnection,
-    statement: &str,
-    hash_column: &str,
+    credential: Credential,
     presented: &[Presentation<'_>],
 ) -> StoreResult<HashMap<(i64, Vec<u8>), PgRow>> {
-    let rows = sqlx::query(statement)
+    let rows = sqlx::query(credential.spend_statement())
         .bind(
             presented
                 .iter()
@@ -377,21 +414,22 @@ async fn spend(
         .bind(presented.iter().map(|p| p.now.0).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
+    let hash_column = credential.hash_column();
     rows.into_iter()
         .map(|row| Ok(((row.try_get("tenant_id")?, row.try_get(hash_column)?), row)))
         .collect()
 }
 
-/// Runs an `UNSPEND_*` statement for `refused`.
+/// Gives back the credentials of `refused` (all of one kind).
 async fn unspend(
     tx: &mut PgConnection,
-    statement: &str,
+    credential: Credential,
     refused: &[&Presentation<'_>],
 ) -> StoreResult<()> {
     if refused.is_empty() {
         return Ok(());
     }
-    sqlx::query(statement)
+    sqlx::query(credential.unspend_statement())
         .bind(refused.iter().map(|p| p.hash.0.clone()).collect::<Vec<_>>())
         .bind(refused.iter().map(|p| p.tenant.0).collect::<Vec<_>>())
         .execute(&mut *tx)
@@ -399,228 +437,139 @@ async fn unspend(
     Ok(())
 }
 
-/// Step 1 for rotations: spends the first presentation of each refresh
-/// token and decides on it.
-async fn spend_refresh_tokens(
+/// Runs the decision of `work` on the credential it spent (`row`, as it was
+/// before): the job's outcome, and whether it was accepted, in which case
+/// the records to store are added to `records`.
+fn decide_on(work: &Work, row: &PgRow, records: &mut Records) -> StoreResult<(Done, bool)> {
+    match work {
+        Work::Rotate { decide, .. } => {
+            // `decide` judges the token as it was before this batch spent it.
+            let mut token = super::refresh_from_row(row)?;
+            token.spent = false;
+            Ok(match guarded(|| decide(&token))? {
+                Ok(successor) => {
+                    records.push(Some(&successor.access), Some(&successor.refresh));
+                    (Done::Rotation(Rotation::Rotated(Box::new(successor))), true)
+                }
+                Err(refusal) => (Done::Rotation(Rotation::Refused(refusal)), false),
+            })
+        }
+        Work::Redeem { decide, .. } => {
+            let code = super::code_from_row(row)?;
+            Ok(match guarded(|| decide(&code))? {
+                Ok(issued) => {
+                    records.push(Some(&issued.access), issued.refresh.as_ref());
+                    (
+                        Done::Redemption(CodeRedemption::Redeemed(Box::new(issued))),
+                        true,
+                    )
+                }
+                Err(refusal) => (Done::Redemption(CodeRedemption::Refused(refusal)), false),
+            })
+        }
+        Work::Tokens { .. } => Err(StoreError::Internal("issued tokens spend nothing".into())),
+    }
+}
+
+/// Step 1: spends the first presentation of each `credential` and decides
+/// on it; marks in `first` the jobs that were first presentations.
+async fn spend_first_presentations(
     tx: &mut PgConnection,
     jobs: &[Job],
+    credential: Credential,
     outcomes: &mut [Option<Done>],
     records: &mut Records,
     first: &mut [bool],
 ) -> StoreResult<()> {
-    let presented = first_presentations(jobs, |work| match work {
-        Work::Rotate {
-            tenant,
-            token_hash,
-            now,
-            ..
-        } => Some((*tenant, token_hash, *now)),
-        _ => None,
-    });
+    let presented = first_presentations(jobs, credential);
     if presented.is_empty() {
         return Ok(());
     }
-    for presentation in &presented {
-        first[presentation.index] = true;
-    }
-    let mut spent = spend(tx, SPEND_REFRESH_TOKENS, "token_hash", &presented).await?;
+    let mut spent = spend(tx, credential, &presented).await?;
     let mut refused = Vec::new();
     for presentation in &presented {
+        first[presentation.index] = true;
         let key = (presentation.tenant.0, presentation.hash.0.clone());
         let Some(row) = spent.remove(&key) else {
             continue;
         };
-        let Work::Rotate { decide, .. } = &jobs[presentation.index].work else {
-            continue;
-        };
-        // `decide` judges the token as it was before this batch spent it.
-        let mut token = super::refresh_from_row(&row)?;
-        token.spent = false;
-        outcomes[presentation.index] = Some(Done::Rotation(match guarded(|| decide(&token))? {
-            Ok(successor) => {
-                records.push(Some(&successor.access), Some(&successor.refresh));
-                Rotation::Rotated(Box::new(successor))
-            }
-            Err(refusal) => {
-                refused.push(presentation);
-                Rotation::Refused(refusal)
-            }
-        }));
+        let (done, accepted) = decide_on(&jobs[presentation.index].work, &row, records)?;
+        if !accepted {
+            refused.push(presentation);
+        }
+        outcomes[presentation.index] = Some(done);
     }
     if !spent.is_empty() {
         return Err(StoreError::Internal(
             "the database spent a credential nobody presented".into(),
         ));
     }
-    unspend(tx, UNSPEND_REFRESH_TOKENS, &refused).await
+    unspend(tx, credential, &refused).await
 }
 
-/// Step 1 for redemptions: spends the first presentation of each code and
-/// decides on it.
-async fn spend_codes(
-    tx: &mut PgConnection,
-    jobs: &[Job],
-    outcomes: &mut [Option<Done>],
-    records: &mut Records,
-    first: &mut [bool],
-) -> StoreResult<()> {
-    let presented = first_presentations(jobs, |work| match work {
-        Work::Redeem {
-            tenant,
-            code_hash,
-            now,
-            ..
-        } => Some((*tenant, code_hash, *now)),
-        _ => None,
-    });
-    if presented.is_empty() {
-        return Ok(());
-    }
-    for presentation in &presented {
-        first[presentation.index] = true;
-    }
-    let mut spent = spend(tx, SPEND_CODES, "code_hash", &presented).await?;
-    let mut refused = Vec::new();
-    for presentation in &presented {
-        let key = (presentation.tenant.0, presentation.hash.0.clone());
-        let Some(row) = spent.remove(&key) else {
-            continue;
-        };
-        let Work::Redeem { decide, .. } = &jobs[presentation.index].work else {
-            continue;
-        };
-        let code = super::code_from_row(&row)?;
-        outcomes[presentation.index] = Some(Done::Redemption(match guarded(|| decide(&code))? {
-            Ok(issued) => {
-                records.push(Some(&issued.access), issued.refresh.as_ref());
-                CodeRedemption::Redeemed(Box::new(issued))
-            }
-            Err(refusal) => {
-                refused.push(presentation);
-                CodeRedemption::Refused(refusal)
-            }
-        }));
-    }
-    if !spent.is_empty() {
-        return Err(StoreError::Internal(
-            "the database spent a credential nobody presented".into(),
-        ));
-    }
-    unspend(tx, UNSPEND_CODES, &refused).await
-}
-
-/// Step 3 for a rotation: one presentation, on its own. The token was not
-/// spent in step 1: it is used, revoked, unknown, or presented earlier in
-/// this batch (`spendable`: then it may have been given back).
-async fn rotate(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    token_hash: &SecretHash,
-    now: UnixTime,
-    decide: &DecideSuccessor,
-    spendable: bool,
-) -> StoreResult<Rotation> {
-    let presented = Presentation {
-        index: 0,
-        tenant,
-        hash: token_hash,
-        now,
+/// Step 3: one presentation, on its own. Step 1 did not spend its
+/// credential: it is used, revoked, unknown, or presented earlier in this
+/// batch (`spendable`: then it may have been given back, and is spent and
+/// decided on here).
+async fn leftover(tx: &mut PgConnection, work: &Work, spendable: bool) -> StoreResult<Done> {
+    let Some(presented) = Presentation::of(0, work) else {
+        return Ok(Done::Stored);
     };
     let spent = if spendable {
-        let presented = std::slice::from_ref(&presented);
-        spend(tx, SPEND_REFRESH_TOKENS, "token_hash", presented).await?
+        spend(tx, presented.credential, std::slice::from_ref(&presented)).await?
     } else {
         HashMap::new()
     };
     if let Some(row) = spent.into_values().next() {
-        // An earlier job of this batch was refused and gave it back.
-        let mut token = super::refresh_from_row(&row)?;
-        token.spent = false;
-        return match guarded(|| decide(&token))? {
-            Ok(successor) => {
-                let mut records = Records::default();
-                records.push(Some(&successor.access), Some(&successor.refresh));
-                records.insert(tx).await?;
-                Ok(Rotation::Rotated(Box::new(successor)))
-            }
-            Err(refusal) => {
-                unspend(tx, UNSPEND_REFRESH_TOKENS, &[&presented]).await?;
-                Ok(Rotation::Refused(refusal))
-            }
-        };
+        let mut records = Records::default();
+        let (done, accepted) = decide_on(work, &row, &mut records)?;
+        if accepted {
+            records.insert(tx).await?;
+        } else {
+            unspend(tx, presented.credential, &[&presented]).await?;
+        }
+        return Ok(done);
     }
-    let Some(row) =
-        sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = $1 AND tenant_id = $2")
-            .bind(&token_hash.0)
+    let (tenant, hash, now) = (presented.tenant, presented.hash, presented.now);
+    match work {
+        Work::Rotate { decide, .. } => {
+            let Some(row) = sqlx::query(
+                "SELECT * FROM refresh_tokens WHERE token_hash = $1 AND tenant_id = $2",
+            )
+            .bind(&hash.0)
             .bind(tenant.0)
             .fetch_optional(&mut *tx)
             .await?
-    else {
-        return Ok(Rotation::Unknown);
-    };
-    let token = super::refresh_from_row(&row)?;
-    if let Err(refusal) = guarded(|| decide(&token))? {
-        return Ok(Rotation::Refused(refusal));
-    }
-    // RFC 9700 §4.14.2: reuse of a rotated token revokes its family.
-    super::revoke_family(tx, &token.family_id, now).await?;
-    Ok(Rotation::Reused)
-}
-
-/// Step 3 for a redemption: one presentation, on its own. The code was not
-/// spent in step 1: it is used, unknown, or presented earlier in this batch
-/// (`spendable`: then it may have been given back).
-async fn redeem(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    code_hash: &SecretHash,
-    now: UnixTime,
-    decide: &DecideIssue,
-    spendable: bool,
-) -> StoreResult<CodeRedemption> {
-    let presented = Presentation {
-        index: 0,
-        tenant,
-        hash: code_hash,
-        now,
-    };
-    let spent = if spendable {
-        let presented = std::slice::from_ref(&presented);
-        spend(tx, SPEND_CODES, "code_hash", presented).await?
-    } else {
-        HashMap::new()
-    };
-    if let Some(row) = spent.into_values().next() {
-        // An earlier job of this batch was refused and gave it back.
-        let code = super::code_from_row(&row)?;
-        return match guarded(|| decide(&code))? {
-            Ok(issued) => {
-                let mut records = Records::default();
-                records.push(Some(&issued.access), issued.refresh.as_ref());
-                records.insert(tx).await?;
-                Ok(CodeRedemption::Redeemed(Box::new(issued)))
+            else {
+                return Ok(Done::Rotation(Rotation::Unknown));
+            };
+            let token = super::refresh_from_row(&row)?;
+            if let Err(refusal) = guarded(|| decide(&token))? {
+                return Ok(Done::Rotation(Rotation::Refused(refusal)));
             }
-            Err(refusal) => {
-                unspend(tx, UNSPEND_CODES, &[&presented]).await?;
-                Ok(CodeRedemption::Refused(refusal))
-            }
-        };
-    }
-    let family: Option<String> = sqlx::query_scalar(
-        "SELECT family_id FROM authorization_codes WHERE code_hash = $1 AND tenant_id = $2",
-    )
-    .bind(&code_hash.0)
-    .bind(tenant.0)
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(match family {
-        Some(family_id) => {
-            // RFC 6749 §4.1.2: a replayed code revokes what it issued.
-            super::revoke_family(tx, &family_id, now).await?;
-            CodeRedemption::Replayed
+            // RFC 9700 §4.14.2: reuse of a rotated token revokes its family.
+            super::revoke_family(tx, &token.family_id, now).await?;
+            Ok(Done::Rotation(Rotation::Reused))
         }
-        None => CodeRedemption::Unknown,
-    })
+        Work::Redeem { .. } => {
+            let family: Option<String> = sqlx::query_scalar(
+                "SELECT family_id FROM authorization_codes WHERE code_hash = $1 AND tenant_id = $2",
+            )
+            .bind(&hash.0)
+            .bind(tenant.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            Ok(Done::Redemption(match family {
+                Some(family_id) => {
+                    // RFC 6749 §4.1.2: a replayed code revokes what it issued.
+                    super::revoke_family(tx, &family_id, now).await?;
+                    CodeRedemption::Replayed
+                }
+                None => CodeRedemption::Unknown,
+            }))
+        }
+        Work::Tokens { .. } => Ok(Done::Stored),
+    }
 }
 
 /// The token records a transaction stores, by table.
