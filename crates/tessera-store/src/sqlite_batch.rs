@@ -21,6 +21,7 @@
 //! ([`Work`]) its own way. Both are exercised by the same test suite.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
@@ -40,6 +41,47 @@ const MAX_BATCH: usize = 256;
 struct Job {
     work: Work,
     reply: oneshot::Sender<StoreResult<Done>>,
+    ticket: Arc<Ticket>,
+}
+
+/// Who settles a queued job's fate: the batch that takes it, or its caller
+/// who stops waiting first. Once a batch has taken a job its caller waits
+/// for the outcome, however long: had it been told "unavailable" while the
+/// batch committed its rotation, the client's retry would look like reuse
+/// and revoke the family (RFC 9700 §4.14.2).
+#[derive(Debug, Default)]
+struct Ticket(AtomicU8);
+
+impl Ticket {
+    const QUEUED: u8 = 0;
+    const TAKEN: u8 = 1;
+    const WITHDRAWN: u8 = 2;
+
+    /// The batch takes the job; false if its caller withdrew it first.
+    /// Taking it again (the batch's run with savepoints) is true.
+    fn take(&self) -> bool {
+        match self.0.compare_exchange(
+            Self::QUEUED,
+            Self::TAKEN,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == Self::TAKEN,
+        }
+    }
+
+    /// The caller stops waiting; false if a batch has already taken the job.
+    fn withdraw(&self) -> bool {
+        self.0
+            .compare_exchange(
+                Self::QUEUED,
+                Self::WITHDRAWN,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
 }
 
 /// The handle requests use to queue writes; the thread ends when the last
@@ -90,18 +132,27 @@ impl BatchWriter {
         })
     }
 
-    /// Queues `work` and waits until its batch has committed. A write whose
-    /// caller stopped waiting before its batch began is not made.
+    /// Queues `work` and waits until its batch has committed. Past the
+    /// timeout, a write no batch has taken yet is withdrawn and never made;
+    /// one a batch has taken is waited for (see [`Ticket`]).
     pub(crate) async fn write(&self, work: Work) -> StoreResult<Done> {
         let stopped = || StoreError::Unavailable("the batch writer has stopped".into());
-        let (reply, done) = oneshot::channel();
-        self.jobs.send(Job { work, reply }).map_err(|_| stopped())?;
-        tokio::time::timeout(self.timeout, done)
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable("timed out waiting for the database writer".into())
-            })?
-            .map_err(|_| stopped())?
+        let (reply, mut done) = oneshot::channel();
+        let ticket = Arc::new(Ticket::default());
+        self.jobs
+            .send(Job {
+                work,
+                reply,
+                ticket: ticket.clone(),
+            })
+            .map_err(|_| stopped())?;
+        match tokio::time::timeout(self.timeout, &mut done).await {
+            Ok(outcome) => outcome.map_err(|_| stopped())?,
+            Err(_) if ticket.withdraw() => Err(StoreError::Unavailable(
+                "timed out waiting for the database writer".into(),
+            )),
+            Err(_) => done.await.map_err(|_| stopped())?,
+        }
     }
 }
 
@@ -240,10 +291,10 @@ fn run_batch(
         .map_err(store_error)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
-        // Its caller has gone (timed out, or its client hung up): a rotation
-        // made now would spend a refresh token nobody receives, and the
-        // client's retry would look like reuse.
-        if job.reply.is_closed() {
+        // Its caller has gone (withdrawn on timeout, or its client hung
+        // up): a rotation made now would spend a refresh token nobody
+        // receives, and the client's retry would look like reuse.
+        if job.reply.is_closed() || !job.ticket.take() {
             outcomes.push(Err(StoreError::Unavailable("the caller has gone".into())));
             continue;
         }
@@ -534,7 +585,15 @@ mod tests {
 
     fn job(work: Work) -> (Job, oneshot::Receiver<StoreResult<Done>>) {
         let (reply, outcome) = oneshot::channel();
-        (Job { work, reply }, outcome)
+        let ticket = Arc::default();
+        (
+            Job {
+                work,
+                reply,
+                ticket,
+            },
+            outcome,
+        )
     }
 
     fn count(connection: &Connection, sql: &str) -> i64 {
@@ -763,6 +822,94 @@ mod tests {
             count(
                 &connection,
                 "SELECT count(*) FROM authorization_codes WHERE used_at IS NULL"
+            ),
+            1
+        );
+    }
+
+    /// Stores tenant 1, its client `client` and an unused refresh token
+    /// `hash` of family `f`, so that the batch thread's foreign keys hold.
+    fn insert_tenant_client_and_token(connection: &Connection, hash: u8) {
+        connection
+            .execute_batch(
+                "INSERT INTO tenants (id, name, access_token_ttl, refresh_token_ttl, \
+                 authorization_code_ttl, created_at) VALUES (1, 't', 60, 60, 60, 1); \
+                 INSERT INTO clients (client_id, tenant_id, name, auth_method, grant_types, \
+                 redirect_uris, audiences, token_format, created_at) \
+                 VALUES ('client', 1, 'c', 'none', 'refresh_token', '[]', '[]', 'jwt', 1);",
+            )
+            .unwrap();
+        connection
+            .execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id, tenant_id, client_id, \
+                 scope, issued_at, expires_at) VALUES (?1, 'f', 1, 'client', '', 1, 1000)",
+                params![vec![hash; 32]],
+            )
+            .unwrap();
+    }
+
+    /// A caller whose timeout passes while its batch runs hears the batch's
+    /// outcome, not "unavailable": its rotation was committed, and a retry
+    /// after a 503 would look like reuse. A write no batch has taken yet when
+    /// the timeout passes is withdrawn and never made.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timeout_withdraws_a_queued_write_but_not_a_taken_one() {
+        let (_dir, path, url) = migrated_database().await;
+        let connection = open(&path).unwrap();
+        insert_tenant_client_and_token(&connection, 1);
+        let write_lock = Arc::new(Mutex::new(sqlx::Connection::connect(&url).await.unwrap()));
+        let timeout = Duration::from_millis(50);
+        let writer = BatchWriter::start(&path, write_lock.clone(), timeout).unwrap();
+
+        let Work::Rotate { decide, .. } = rotate(1, 2, "a2", 5) else {
+            unreachable!()
+        };
+        let slow_rotation = Work::Rotate {
+            tenant: TenantId(1),
+            token_hash: SecretHash(vec![1; 32]),
+            now: UnixTime(5),
+            decide: Box::new(move |stored| {
+                // The batch has taken the job: its caller's timeout passes now.
+                std::thread::sleep(timeout * 6);
+                decide(stored)
+            }),
+        };
+        assert!(matches!(
+            writer.write(slow_rotation).await,
+            Ok(Done::Rotation(Rotation::Rotated(_)))
+        ));
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM refresh_tokens WHERE used_at = 5"
+            ),
+            1
+        );
+
+        // While the lock is held, the batch waits before it takes its jobs.
+        let held = write_lock.lock().await;
+        let queued = writer.write(Work::Tokens {
+            access: Some(access("withdrawn", "f")),
+            refresh: None,
+        });
+        assert!(matches!(queued.await, Err(StoreError::Unavailable(_))));
+        drop(held);
+        let after = writer.write(Work::Tokens {
+            access: Some(access("after", "f")),
+            refresh: None,
+        });
+        assert!(matches!(after.await, Ok(Done::Stored)));
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM access_tokens WHERE jti = 'withdrawn'"
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                &connection,
+                "SELECT count(*) FROM access_tokens WHERE jti = 'after'"
             ),
             1
         );
