@@ -36,6 +36,14 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at `url` — `sqlite://relative/path`
     /// or `sqlite:///absolute/path` — and applies the embedded migrations.
     pub async fn connect(url: &str, pool_settings: &PoolSettings) -> StoreResult<Self> {
+        if names_memory(url) {
+            return Err(StoreError::Internal(
+                "invalid database URL: an in-memory SQLite database is not supported, since \
+                 each of Tessera's connections would see a different one; name a file, such \
+                 as sqlite://tessera.db"
+                    .into(),
+            ));
+        }
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid database URL: {e}")))?
             .create_if_missing(true)
@@ -116,3 +124,33 @@ impl SqliteStore {
 }
 
 crate::sql::sql_store!(SqliteStore, sqlx::Sqlite);
+
+/// Whether `url` asks for an in-memory database. The batch thread and the
+/// readers open the database by its file name (rusqlite), apart from sqlx's
+/// pool: each would get a different database.
+fn names_memory(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_a_reason() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://tessera?mode=memory&cache=shared",
+        ] {
+            let refused = SqliteStore::connect(url, &PoolSettings::default()).await;
+            assert!(
+                matches!(&refused, Err(StoreError::Internal(why)) if why.contains("in-memory")),
+                "{url}"
+            );
+        }
+        assert!(!names_memory("sqlite://memory.db"));
+        assert!(!names_memory("sqlite:///var/lib/tessera/db?mode=rwc"));
+    }
+}
