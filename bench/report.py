@@ -16,15 +16,17 @@ NAMES = {
     "5": "5. authorization_code + PKCE",
     "1c": "1. client_credentials, JWT, restarted server",
     "1t": f"1. client_credentials, JWT, {int(tenants):,} more tenants",
+    "1p": "1p. client_credentials, JWT, at a fixed rate (oha)",
 }
 
 
 def median(scenario, server):
-    """The run with the median requests/s of these (scenario 1 has rounds)."""
+    """The run with the median requests/s of these (scenario 1 has rounds);
+    at a fixed rate (1p), the run with the median p99."""
     found = [r["figures"] for r in runs if r["scenario"] == scenario and r["server"] == server]
     if not found:
         return None
-    found.sort(key=lambda f: f["rps"])
+    found.sort(key=lambda f: f["p99_ms"] if scenario == "1p" else f["rps"])
     return found[len(found) // 2]
 
 
@@ -34,7 +36,7 @@ print(f"backend: {backend}; {duration} s per run, {connections} connections, wrk
 print()
 print("| scenario | server | requests/s | p50 ms | p99 ms | errors | peak RSS MB |")
 print("|---|---|---:|---:|---:|---:|---:|")
-for scenario in ["1", "2", "3a", "3b", "4", "5", "1c", "1t"]:
+for scenario in ["1", "1p", "2", "3a", "3b", "4", "5", "1c", "1t"]:
     for server in ["tessera", "limit", "peer"]:
         f = median(scenario, server)
         if f:
@@ -57,5 +59,10 @@ for scenario, against in [("2", "1"), ("4", "1"), ("3a", None), ("3b", None), ("
         print(f"scenario {scenario} / scenario {against} (Tessera): {f['rps'] / base['rps']:.2f}")
     elif limit:
         print(f"scenario {scenario} (Tessera) / limit: {f['rps'] / limit['rps']:.2f}")
+paced, paced_limit = median("1p", "tessera"), median("1p", "limit")
+if paced and paced_limit:
+    print(f"scenario 1 at a fixed {paced['rps']:,.0f} requests/s, p99 Tessera / limit: "
+          f"{paced['p99_ms'] / paced_limit['p99_ms']:.2f} "
+          f"({paced['p99_ms']:.2f} ms / {paced_limit['p99_ms']:.2f} ms)")
 errors = sum(r["figures"]["errors"] for r in runs)
 print(f"errors in all runs: {errors}")

@@ -7,7 +7,9 @@
 # Settings (environment): BENCH_DURATION seconds per run (10),
 # BENCH_CONNECTIONS (64), BENCH_ROUNDS of the interleaved headline comparison
 # (3), BENCH_TENANTS extra tenants for the last run (10000, 0 to skip),
-# BENCH_PIN=1 to pin the server to CPU 0 and wrk to CPU 1, BENCH_PEER_DIR.
+# BENCH_PIN=1 to pin the server to CPU 0 and wrk to CPU 1, BENCH_PEER_DIR,
+# BENCH_PACED_SHARE: the fixed rate of the paced run of scenario 1, as a
+# share of the limit's throughput (0.5; 0 to skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -21,12 +23,17 @@ PEER_DIR=${BENCH_PEER_DIR:-$root/../shared/peers/node-oidc-provider}
 # Single-use credentials minted per second of a run: more than the server
 # can consume, so that none is sent twice.
 SINGLE_USE_PER_SECOND=${BENCH_SINGLE_USE_PER_SECOND:-40000}
+PACED_SHARE=${BENCH_PACED_SHARE:-0.5}
 BACKEND=sqlite
 if [ "${1:-}" = "--postgres" ]; then BACKEND=postgres; fi
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+if ! command -v oha >/dev/null 2>&1; then
+  echo "installing oha (cargo install, a few minutes)" >&2
+  cargo install -q --locked oha
 fi
 
 echo "building (release)" >&2
@@ -108,9 +115,38 @@ run() {
   out=$(BENCH_PATH="$path" BENCH_AUTH="$auth" BENCH_BODY="$body" BENCH_BODIES="$bodies" \
     BENCH_THREADS=$THREADS "${pin_wrk[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
     -s "$root/bench/lua/post.lua" "$url" | sed -n 's/^BENCH //p')
+  with_peak "$out" "$pid"
+}
+
+# paced URL PATH AUTH BODY RATE PID: one oha run at a fixed RATE of requests
+# per second; prints the figures as run does. wrk keeps every connection
+# busy, so its latencies are mostly queueing at saturation; oha sends each
+# request when it is due, and --latency-correction counts it from then even
+# if a connection was still busy (no coordinated omission). -w: requests
+# still open at the end are waited for, not counted as errors.
+paced() {
+  local url=$1 path=$2 auth=$3 body=$4 rate=$5 pid=$6
+  echo 5 > "/proc/$pid/clear_refs"
+  local out
+  out=$("${pin_wrk[@]}" oha --no-tui --output-format json -w -z "${DURATION}s" -c "$CONNECTIONS" \
+    -q "$rate" --latency-correction -m POST -T application/x-www-form-urlencoded \
+    -H "Authorization: $auth" -d "$body" "$url$path" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+ok = d["statusCodeDistribution"].get("200", 0)
+sent = sum(d["statusCodeDistribution"].values()) + sum(d["errorDistribution"].values())
+p = d["latencyPercentiles"]
+print(json.dumps({"requests": sent, "seconds": d["summary"]["total"],
+                  "rps": sent / d["summary"]["total"], "p50_ms": (p["p50"] or 0) * 1000,
+                  "p99_ms": (p["p99"] or 0) * 1000, "errors": sent - ok}))')
+  with_peak "$out" "$pid"
+}
+
+# with_peak JSON [PID]: JSON with the peak RSS of PID since its clear_refs.
+with_peak() {
   local peak=0
-  if [ -n "$pid" ]; then peak=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status"); fi
-  echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); d["peak_rss_mb"]=round(int(sys.argv[1])/1024,1); print(json.dumps(d))' "$peak"
+  if [ -n "${2:-}" ]; then peak=$(awk '/VmHWM/ {print $2}' "/proc/$2/status"); fi
+  echo "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); d["peak_rss_mb"]=round(int(sys.argv[1])/1024,1); print(json.dumps(d))' "$peak"
 }
 
 results=$work/results.jsonl
@@ -146,6 +182,20 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
   echo "  round $round done" >&2
 done
+
+if [ "$PACED_SHARE" != 0 ]; then
+  rate=$(python3 -c '
+import json, statistics, sys
+rps = [json.loads(l)["figures"]["rps"] for l in open(sys.argv[1])
+       if json.loads(l)["scenario"] == "1" and json.loads(l)["server"] == "limit"]
+print(int(statistics.median(rps) * float(sys.argv[2])))' "$results" "$PACED_SHARE")
+  echo "scenario 1 at a fixed $rate requests/s, interleaved with the limit: $ROUNDS rounds" >&2
+  sleep 2 # the peer's last run may still be closing connections
+  for round in $(seq 1 "$ROUNDS"); do
+    record 1p tessera "$(paced "$base" /t/bench/token "$cc_auth" "$cc_body" "$rate" "$server")"
+    record 1p limit "$(paced "http://127.0.0.1:$limit_port" /t/bench/token "$(basic bench-client bench-secret)" "$cc_body" "$rate" "$limit")"
+  done
+fi
 
 echo "scenario 2: client_credentials, opaque token" >&2
 record 2 tessera "$(run "$base" /t/bench/token "$opaque_auth" "$cc_body" "" "$server")"
