@@ -862,6 +862,56 @@ mod tests {
         schema.drop().await;
     }
 
+    /// A batch whose commit fails is not run again, alone or together: the
+    /// commit may have happened for all the server can tell, and a rotation
+    /// run twice would look like reuse. Every caller hears of the failure,
+    /// and nothing of the batch is stored.
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_job_and_is_not_run_again() {
+        let schema = Schema::new().await;
+        schema
+            .store(None, Some(refresh(1, "family-1", "client")))
+            .await;
+        // A deferred constraint trigger fails the commit, after every
+        // statement of the batch has succeeded.
+        for statement in [
+            "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.jti = 'refused-at-commit' THEN \
+             RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$",
+            "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON access_tokens \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()",
+        ] {
+            sqlx::query(statement).execute(&schema.pool).await.unwrap();
+        }
+        let batch = WriteBatch::new(schema.pool.clone());
+        let outcomes = one_batch(
+            &batch,
+            vec![
+                rotate(1, 2, "jti-rotated", 5),
+                Work::Tokens {
+                    access: Some(access("refused-at-commit", "family-9", "client")),
+                    refresh: None,
+                },
+                tokens(3, "client"),
+            ],
+        )
+        .await;
+        for outcome in &outcomes {
+            assert!(
+                matches!(outcome, Err(StoreError::Internal(why)) if why.contains("refused at commit"))
+            );
+        }
+        assert_eq!(schema.count("SELECT count(*) FROM access_tokens").await, 0);
+        assert_eq!(
+            schema
+                .count("SELECT count(*) FROM refresh_tokens WHERE used_at IS NULL")
+                .await,
+            1
+        );
+        assert_eq!(schema.count("SELECT count(*) FROM refresh_tokens").await, 1);
+        schema.drop().await;
+    }
+
     /// Rotations in one batch: the first presentation of a token decides;
     /// a refused one gives the token back for a later presentation; a
     /// presentation after a rotation is reuse and revokes the family,
