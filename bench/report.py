@@ -30,7 +30,8 @@ def median(scenario, server):
     return found[len(found) // 2]
 
 
-print(f"backend: {backend}; {duration} s per run, {connections} connections, wrk -t2; "
+print(f"backend: {backend}; {duration} s per run, {connections} connections, wrk -t2 "
+      f"(oha at a fixed rate for 1p); "
       f"scenario 1 is the median of {rounds} interleaved rounds; "
       f"{'server on CPU 0, wrk on CPU 1' if pinned == '1' else 'server and wrk share both cores'}")
 print()
@@ -61,7 +62,7 @@ for scenario, against in [("2", "1"), ("4", "1"), ("3a", None), ("3b", None), ("
         print(f"scenario {scenario} (Tessera) / limit: {f['rps'] / limit['rps']:.2f}")
 paced, paced_limit = median("1p", "tessera"), median("1p", "limit")
 if paced and paced_limit:
-    print(f"scenario 1 at a fixed {paced['rps']:,.0f} requests/s, p99 Tessera / limit: "
+    print(f"scenario 1 at a fixed {paced['rate']:,} requests/s, p99 Tessera / limit: "
           f"{paced['p99_ms'] / paced_limit['p99_ms']:.2f} "
           f"({paced['p99_ms']:.2f} ms / {paced_limit['p99_ms']:.2f} ms)")
 errors = sum(r["figures"]["errors"] for r in runs)

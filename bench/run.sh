@@ -11,6 +11,7 @@
 # BENCH_PACED_SHARE: the fixed rate of the paced run of scenario 1, as a
 # share of the limit's throughput (0.5; 0 to skip).
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
@@ -33,7 +34,8 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 if ! command -v oha >/dev/null 2>&1; then
   echo "installing oha (cargo install, a few minutes)" >&2
-  cargo install -q --locked oha
+  # Pinned: its flags and JSON have changed between versions.
+  cargo install -q --locked oha --version 1.16.0
 fi
 
 echo "building (release)" >&2
@@ -128,17 +130,21 @@ paced() {
   local url=$1 path=$2 auth=$3 body=$4 rate=$5 pid=$6
   echo 5 > "/proc/$pid/clear_refs"
   local out
-  out=$("${pin_wrk[@]}" oha --no-tui --output-format json -w -z "${DURATION}s" -c "$CONNECTIONS" \
-    -q "$rate" --latency-correction -m POST -T application/x-www-form-urlencoded \
-    -H "Authorization: $auth" -d "$body" "$url$path" | python3 -c '
+  out=$("${pin_wrk[@]}" oha --no-tui --output-format json --stats-success-breakdown -w \
+    -z "${DURATION}s" -c "$CONNECTIONS" -q "$rate" --latency-correction -m POST \
+    -T application/x-www-form-urlencoded -H "Authorization: $auth" -d "$body" "$url$path" |
+    python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 ok = d["statusCodeDistribution"].get("200", 0)
+if ok == 0:
+    sys.exit(f"no request succeeded at a fixed rate: {d}")
 sent = sum(d["statusCodeDistribution"].values()) + sum(d["errorDistribution"].values())
-p = d["latencyPercentiles"]
+p = d["latencyPercentilesSuccessful"]
 print(json.dumps({"requests": sent, "seconds": d["summary"]["total"],
-                  "rps": sent / d["summary"]["total"], "p50_ms": (p["p50"] or 0) * 1000,
-                  "p99_ms": (p["p99"] or 0) * 1000, "errors": sent - ok}))')
+                  "rps": sent / d["summary"]["total"], "rate": int(sys.argv[1]),
+                  "p50_ms": p["p50"] * 1000, "p99_ms": p["p99"] * 1000,
+                  "errors": sent - ok}))' "$rate")
   with_peak "$out" "$pid"
 }
 
@@ -150,7 +156,12 @@ with_peak() {
 }
 
 results=$work/results.jsonl
-record() { echo "{\"scenario\":\"$1\",\"server\":\"$2\",\"figures\":$3}" >> "$results"; }
+# record SCENARIO SERVER FIGURES. A run that failed gives no figures; the
+# status of $(...) in an argument escapes set -e, so it is checked here.
+record() {
+  if [ -z "$3" ]; then echo "run $1 of $2 gave no figures" >&2; exit 1; fi
+  echo "{\"scenario\":\"$1\",\"server\":\"$2\",\"figures\":$3}" >> "$results"
+}
 
 # The references for scenario 1.
 limit_port=$(free_port)
@@ -183,7 +194,7 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "  round $round done" >&2
 done
 
-if [ "$PACED_SHARE" != 0 ]; then
+if python3 -c 'import sys; sys.exit(float(sys.argv[1]) <= 0)' "$PACED_SHARE"; then
   rate=$(python3 -c '
 import json, statistics, sys
 rps = [json.loads(l)["figures"]["rps"] for l in open(sys.argv[1])

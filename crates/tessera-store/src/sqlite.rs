@@ -36,11 +36,11 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at `url` — `sqlite://relative/path`
     /// or `sqlite:///absolute/path` — and applies the embedded migrations.
     pub async fn connect(url: &str, pool_settings: &PoolSettings) -> StoreResult<Self> {
-        if names_memory(url) {
+        if names_no_file(url) {
             return Err(StoreError::Internal(
-                "invalid database URL: an in-memory SQLite database is not supported, since \
-                 each of Tessera's connections would see a different one; name a file, such \
-                 as sqlite://tessera.db"
+                "invalid database URL: an in-memory or temporary SQLite database is not \
+                 supported, since each of Tessera's connections would see a different one; \
+                 name a file, such as sqlite://tessera.db"
                     .into(),
             ));
         }
@@ -125,13 +125,16 @@ impl SqliteStore {
 
 crate::sql::sql_store!(SqliteStore, sqlx::Sqlite);
 
-/// Whether `url` asks for an in-memory database. The batch thread and the
-/// readers open the database by its file name (rusqlite), apart from sqlx's
-/// pool: each would get a different database.
-fn names_memory(url: &str) -> bool {
+/// Whether `url` names no file: an in-memory database (`:memory:`,
+/// `file::memory:`, `mode=memory`) or, with an empty path, SQLite's
+/// temporary one. The batch thread and the readers open the database by its
+/// file name (rusqlite), apart from sqlx's pool: each would get its own.
+fn names_no_file(url: &str) -> bool {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory")
+    path.is_empty()
+        || path.contains(":memory:")
+        || query.split('&').any(|pair| pair == "mode=memory")
 }
 
 #[cfg(test)]
@@ -139,10 +142,13 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn an_in_memory_database_is_refused_with_a_reason() {
+    async fn a_database_without_a_file_is_refused_with_a_reason() {
         for url in [
             "sqlite::memory:",
             "sqlite://tessera?mode=memory&cache=shared",
+            "sqlite:file::memory:?cache=shared",
+            "sqlite://",
+            "sqlite:",
         ] {
             let refused = SqliteStore::connect(url, &PoolSettings::default()).await;
             assert!(
@@ -150,7 +156,12 @@ mod tests {
                 "{url}"
             );
         }
-        assert!(!names_memory("sqlite://memory.db"));
-        assert!(!names_memory("sqlite:///var/lib/tessera/db?mode=rwc"));
+        for url in [
+            "sqlite://memory.db",
+            "sqlite:///var/lib/tessera/db?mode=rwc",
+            "sqlite:tessera.db",
+        ] {
+            assert!(!names_no_file(url), "{url}");
+        }
     }
 }

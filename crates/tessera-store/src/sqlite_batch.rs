@@ -46,9 +46,11 @@ struct Job {
 
 /// Who settles a queued job's fate: the batch that takes it, or its caller
 /// who stops waiting first. Once a batch has taken a job its caller waits
-/// for the outcome, however long: had it been told "unavailable" while the
-/// batch committed its rotation, the client's retry would look like reuse
-/// and revoke the family (RFC 9700 §4.14.2).
+/// for the outcome (bounded by the busy timeout): had it been told
+/// "unavailable" while the batch committed its rotation, the client's retry
+/// would look like reuse and revoke the family (RFC 9700 §4.14.2). Only the
+/// HTTP request timeout (30 s by default) or a client that hangs up can
+/// still part a caller from a committed write.
 #[derive(Debug, Default)]
 struct Ticket(AtomicU8);
 
@@ -850,17 +852,21 @@ mod tests {
 
     /// A caller whose timeout passes while its batch runs hears the batch's
     /// outcome, not "unavailable": its rotation was committed, and a retry
-    /// after a 503 would look like reuse. A write no batch has taken yet when
-    /// the timeout passes is withdrawn and never made.
+    /// after a 503 would look like reuse.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_timeout_withdraws_a_queued_write_but_not_a_taken_one() {
+    async fn a_timeout_does_not_withdraw_a_write_a_batch_has_taken() {
         let (_dir, path, url) = migrated_database().await;
         let connection = open(&path).unwrap();
         insert_tenant_client_and_token(&connection, 1);
         let write_lock = Arc::new(Mutex::new(sqlx::Connection::connect(&url).await.unwrap()));
-        let timeout = Duration::from_millis(50);
-        let writer = BatchWriter::start(&path, write_lock.clone(), timeout).unwrap();
+        // Long enough for the batch to take the job first on a busy machine.
+        let timeout = Duration::from_millis(500);
+        let writer = BatchWriter::start(&path, write_lock, timeout).unwrap();
 
+        let (taken, job_taken) = std::sync::mpsc::channel();
+        let (go_on, may_go_on) = std::sync::mpsc::channel::<()>();
+        // A decision must be Sync; a receiver is not.
+        let may_go_on = std::sync::Mutex::new(may_go_on);
         let Work::Rotate { decide, .. } = rotate(1, 2, "a2", 5) else {
             unreachable!()
         };
@@ -869,13 +875,21 @@ mod tests {
             token_hash: SecretHash(vec![1; 32]),
             now: UnixTime(5),
             decide: Box::new(move |stored| {
-                // The batch has taken the job: its caller's timeout passes now.
-                std::thread::sleep(timeout * 6);
+                // The batch has taken the job; it goes on once the caller's
+                // timeout has passed.
+                taken.send(()).unwrap();
+                may_go_on.lock().unwrap().recv().unwrap();
                 decide(stored)
             }),
         };
+        let write = tokio::spawn(async move { writer.write(slow_rotation).await });
+        tokio::task::spawn_blocking(move || job_taken.recv().unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(timeout * 2).await;
+        go_on.send(()).unwrap();
         assert!(matches!(
-            writer.write(slow_rotation).await,
+            write.await.unwrap(),
             Ok(Done::Rotation(Rotation::Rotated(_)))
         ));
         assert_eq!(
@@ -885,20 +899,32 @@ mod tests {
             ),
             1
         );
+    }
 
-        // While the lock is held, the batch waits before it takes its jobs.
-        let held = write_lock.lock().await;
-        let queued = writer.write(Work::Tokens {
+    /// A job its caller withdrew (timed out while it was queued) is not
+    /// made, even though the caller still holds its receiver; a job taken
+    /// once can no longer be withdrawn.
+    #[tokio::test]
+    async fn a_withdrawn_write_is_not_made_and_a_taken_one_cannot_be_withdrawn() {
+        let (_dir, path, _) = migrated_database().await;
+        let mut connection = open(&path).unwrap();
+        connection
+            .execute_batch("PRAGMA foreign_keys = OFF")
+            .unwrap();
+        let (withdrawn, _withdrawn_reply) = job(Work::Tokens {
             access: Some(access("withdrawn", "f")),
             refresh: None,
         });
-        assert!(matches!(queued.await, Err(StoreError::Unavailable(_))));
-        drop(held);
-        let after = writer.write(Work::Tokens {
-            access: Some(access("after", "f")),
+        let (kept, _kept_reply) = job(Work::Tokens {
+            access: Some(access("kept", "f")),
             refresh: None,
         });
-        assert!(matches!(after.await, Ok(Done::Stored)));
+        assert!(withdrawn.ticket.withdraw());
+        let batch = [withdrawn, kept];
+        let outcomes = commit_batch(&mut connection, &batch).unwrap();
+        assert!(matches!(outcomes[0], Err(StoreError::Unavailable(_))));
+        assert!(matches!(outcomes[1], Ok(Done::Stored)));
+        assert!(!batch[1].ticket.withdraw());
         assert_eq!(
             count(
                 &connection,
@@ -909,7 +935,7 @@ mod tests {
         assert_eq!(
             count(
                 &connection,
-                "SELECT count(*) FROM access_tokens WHERE jti = 'after'"
+                "SELECT count(*) FROM access_tokens WHERE jti = 'kept'"
             ),
             1
         );
