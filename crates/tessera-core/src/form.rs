@@ -55,6 +55,11 @@ impl FormParams {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every pair, in order, as sent (empty and repeated ones included).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
     /// The first name that appears with a value more than once, if any.
     pub fn first_repeated(&self) -> Option<&str> {
         let mut seen = std::collections::HashSet::new();

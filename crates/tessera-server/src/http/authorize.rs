@@ -269,6 +269,35 @@ pub async fn authorize(
     }
 }
 
+/// `POST {issuer}/authorize`, which OpenID Connect Core §3.1.2.1 requires
+/// beside GET (RFC 6749 §3.1 allows it). The parameters move into the query
+/// of a `303` to `GET {issuer}/authorize`, which checks them all: the
+/// browser's `SameSite=Lax` session cookie is not sent with a cross-site
+/// POST, but it is with the top-level GET that follows, so a signed-in user
+/// is not asked to sign in again.
+pub async fn authorize_posted(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let tenant = match tenant_or_page(&state, path).await {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let page = PageContext::load(&state, &tenant).await;
+    let Ok(form) = read_form(&headers, body).await else {
+        return page.error(PageError::MalformedQuery);
+    };
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.pairs())
+        .finish();
+    redirect(
+        StatusCode::SEE_OTHER,
+        &format!("{}/authorize?{query}", page.issuer),
+    )
+}
+
 /// `POST {issuer}/login`.
 pub async fn login(
     State(state): State<AppState>,

@@ -79,7 +79,10 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             get(discovery::metadata),
         )
         .route("/t/{tenant}/jwks", get(discovery::jwks))
-        .route("/t/{tenant}/authorize", get(authorize::authorize))
+        .route(
+            "/t/{tenant}/authorize",
+            get(authorize::authorize).post(authorize::authorize_posted),
+        )
         .route("/t/{tenant}/login", post(authorize::login))
         .route(
             "/t/{tenant}/consent",

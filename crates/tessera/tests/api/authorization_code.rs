@@ -678,3 +678,85 @@ async fn an_expired_code_is_invalid_grant() {
     assert_eq!(body["error"], "invalid_grant");
     assert_eq!(body["error_description"], "the code has expired");
 }
+
+/// POST to the authorization endpoint (OpenID Connect Core §3.1.2.1): the
+/// same parameters come back as a GET of the endpoint, and the flow goes on
+/// from there. A browser already signed in goes straight to its answer.
+#[tokio::test]
+async fn a_posted_authorization_request_continues_as_a_get() {
+    let (app, client) = acme(true).await;
+    let (verifier, challenge) = pkce_pair();
+    let url = authorize_url(
+        &app,
+        "acme",
+        &client,
+        &challenge,
+        &[("scope", "read write"), ("nonce", "n-0 ü&=")],
+    );
+    let (endpoint, query) = url.split_once('?').unwrap();
+    let post = |body: &str, content_type: &str| {
+        app.browser
+            .post(endpoint)
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+    };
+    let posted = post(query, "application/x-www-form-urlencoded")
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 303);
+    let location = posted.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&format!("{}/authorize?", app.issuer("acme"))));
+    let pairs = |url: &str| -> Vec<(String, String)> {
+        url::Url::parse(url)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect()
+    };
+    assert_eq!(pairs(&location), pairs(&url));
+
+    let redirect = log_in_and_consent(&app, &location, "alice", "wonderland", "allow", None).await;
+    let (to, params) = location_params(&redirect);
+    assert!(to.starts_with(REDIRECT));
+    let code = param(&params, "code").expect("a code");
+    let tokens = redeem_public(&app, &client, code, &verifier).await;
+    assert_eq!(tokens.status(), 200);
+
+    // Signed in, with consent remembered: the posted request ends at the
+    // client with a new code, no page shown.
+    let again = post(query, "application/x-www-form-urlencoded")
+        .await
+        .unwrap();
+    let location = again.headers()["location"].to_str().unwrap().to_owned();
+    let answer = app.browser.get(&location).send().await.unwrap();
+    let (to, params) = location_params(&answer);
+    assert!(to.starts_with(REDIRECT), "{to}");
+    assert!(param(&params, "code").is_some());
+
+    // A body that is not a form, or not UTF-8, gets the error page; so does
+    // an unknown client once the GET checks it: never a redirect to a URI
+    // nobody registered.
+    for (body, content_type) in [
+        ("{}", "application/json"),
+        ("client_id=%FF", "application/x-www-form-urlencoded"),
+    ] {
+        let refused = post(body, content_type).await.unwrap();
+        assert_eq!(refused.status(), 400, "{body}");
+        assert!(refused.headers().get("location").is_none());
+        assert!(
+            refused.text().await.unwrap().contains("<html"),
+            "an HTML page"
+        );
+    }
+    let unknown = post(
+        "response_type=code&client_id=nobody&redirect_uri=https%3A%2F%2Fevil.example%2F",
+        "application/x-www-form-urlencoded",
+    )
+    .await
+    .unwrap();
+    let location = unknown.headers()["location"].to_str().unwrap().to_owned();
+    let page = app.browser.get(&location).send().await.unwrap();
+    assert_eq!(page.status(), 400);
+    assert!(page.headers().get("location").is_none());
+}
