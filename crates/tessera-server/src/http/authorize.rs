@@ -269,15 +269,17 @@ pub async fn authorize(
     }
 }
 
-/// `POST {issuer}/authorize`, which OpenID Connect Core §3.1.2.1 requires
-/// beside GET (RFC 6749 §3.1 allows it). The parameters move into the query
-/// of a `303` to `GET {issuer}/authorize`, which checks them all: the
-/// browser's `SameSite=Lax` session cookie is not sent with a cross-site
-/// POST, but it is with the top-level GET that follows, so a signed-in user
-/// is not asked to sign in again.
+/// `POST {issuer}/authorize`: RFC 6749 §3.1 allows it, and clients written
+/// for OpenID Connect (Core §3.1.2.1) expect it. The parameters move into
+/// the query of a `303` (RFC 9700 §4.12: not 307) to `GET
+/// {issuer}/authorize`, which checks them all: the browser's `SameSite=Lax`
+/// session cookie is not sent with a cross-site POST, but it is with the
+/// top-level GET that follows, so a signed-in user is not asked to sign in
+/// again. The parameters do end up in a URL, as with GET.
 pub async fn authorize_posted(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -286,6 +288,11 @@ pub async fn authorize_posted(
         Err(response) => return response,
     };
     let page = PageContext::load(&state, &tenant).await;
+    // Parameters in the POST's own query would be lost on the way, a PKCE
+    // challenge or a state among them: the request is refused instead.
+    if uri.query().is_some_and(|query| !query.is_empty()) {
+        return page.error(PageError::MalformedQuery);
+    }
     let Ok(form) = read_form(&headers, body).await else {
         return page.error(PageError::MalformedQuery);
     };

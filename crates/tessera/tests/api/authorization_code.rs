@@ -705,6 +705,7 @@ async fn a_posted_authorization_request_continues_as_a_get() {
         .await
         .unwrap();
     assert_eq!(posted.status(), 303);
+    assert_eq!(posted.headers()["cache-control"], "no-store");
     let location = posted.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.starts_with(&format!("{}/authorize?", app.issuer("acme"))));
     let pairs = |url: &str| -> Vec<(String, String)> {
@@ -759,4 +760,17 @@ async fn a_posted_authorization_request_continues_as_a_get() {
     let page = app.browser.get(&location).send().await.unwrap();
     assert_eq!(page.status(), 400);
     assert!(page.headers().get("location").is_none());
+
+    // Parameters in the POST's own query would be lost on the way: refused.
+    let (body, in_query) = query.split_once("&code_challenge=").unwrap();
+    let split = app
+        .browser
+        .post(format!("{endpoint}?code_challenge={in_query}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(split.status(), 400);
+    assert!(split.headers().get("location").is_none());
 }
