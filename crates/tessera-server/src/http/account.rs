@@ -78,9 +78,7 @@ async fn checked_form(
     PageError,
 > {
     let now = super::now();
-    let form = read_form(headers, body)
-        .await
-        .map_err(|_| PageError::MalformedQuery)?;
+    let form = read_form(headers, body).await.map_err(PageError::from)?;
     let Some((session_id, session)) = page.session(headers, now).await? else {
         return Err(PageError::CsrfFailed);
     };

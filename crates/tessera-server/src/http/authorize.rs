@@ -293,8 +293,9 @@ pub async fn authorize_posted(
     if uri.query().is_some_and(|query| !query.is_empty()) {
         return page.error(PageError::MalformedQuery);
     }
-    let Ok(form) = read_form(&headers, body).await else {
-        return page.error(PageError::MalformedQuery);
+    let form = match read_form(&headers, body).await {
+        Ok(form) => form,
+        Err(error) => return page.error(error.into()),
     };
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.pairs())
@@ -319,8 +320,9 @@ pub async fn login(
         Err(response) => return response,
     };
     let page = PageContext::load(&state, &tenant).await;
-    let Ok(form) = read_form(&headers, body).await else {
-        return page.error(PageError::MalformedQuery);
+    let form = match read_form(&headers, body).await {
+        Ok(form) => form,
+        Err(error) => return page.error(error.into()),
     };
     let (Ok(request_id), Ok(Some(csrf)), Ok(username), Ok(password)) = (
         form.single("request"),
@@ -443,8 +445,9 @@ pub async fn consent(
         Err(response) => return response,
     };
     let page = PageContext::load(&state, &tenant).await;
-    let Ok(form) = read_form(&headers, body).await else {
-        return page.error(PageError::MalformedQuery);
+    let form = match read_form(&headers, body).await {
+        Ok(form) => form,
+        Err(error) => return page.error(error.into()),
     };
     let (Ok(Some(request_id)), Ok(Some(csrf)), Ok(decision)) = (
         form.single("request"),

@@ -16,6 +16,16 @@ pub enum BodyError {
     Malformed(FormError),
 }
 
+/// A page's form that cannot be read: too large, or anything else wrong.
+impl From<BodyError> for crate::service::authorize::PageError {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::TooLarge => Self::TooLarge,
+            _ => Self::MalformedQuery,
+        }
+    }
+}
+
 impl BodyError {
     pub fn description(&self) -> &'static str {
         match self {

@@ -173,6 +173,11 @@ pub fn error_page(brand: &Brand, error: PageError) -> Response {
             "Invalid request",
             "The request is malformed.",
         ),
+        PageError::TooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            "The form sent is larger than this service accepts.",
+        ),
         PageError::MissingClientId => (
             StatusCode::BAD_REQUEST,
             "Invalid request",

@@ -29,6 +29,8 @@ pub const SESSION_LIFETIME: i64 = 12 * 3600;
 pub enum PageError {
     UnknownTenant,
     MalformedQuery,
+    /// A form larger than the server reads.
+    TooLarge,
     MissingClientId,
     UnknownClient,
     RepeatedClientOrRedirect,

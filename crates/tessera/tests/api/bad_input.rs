@@ -254,3 +254,25 @@ async fn malformed_browser_requests_get_pages_not_errors() {
         .unwrap();
     assert_eq!(not_utf8.status(), 400);
 }
+
+/// A page's form larger than the server reads gets a `413` page, not the
+/// generic "malformed" one, and no redirect.
+#[tokio::test]
+async fn an_oversized_page_form_gets_a_413_page() {
+    let (app, _) = acme(true).await;
+    let big = format!("username=alice&pad={}", "a".repeat(20 * 1024));
+    for page in ["authorize", "login"] {
+        let response = app
+            .browser
+            .post(format!("{}/{page}", app.issuer("acme")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413, "{page}");
+        assert!(response.headers().get("location").is_none());
+        let html = response.text().await.unwrap();
+        assert!(html.contains("Request too large"), "{page}: {html}");
+    }
+}
