@@ -44,6 +44,20 @@ for scenario in ["1", "1p", "2", "3a", "3b", "4", "5", "1c", "1t"]:
             print(f"| {NAMES[scenario]} | {server} | {f['rps']:,.0f} | {f['p50_ms']:.2f} | "
                   f"{f['p99_ms']:.2f} | {f['errors']} | {f['peak_rss_mb']} |")
 print()
+# Every round of scenario 1, in the order run: the median hides how far
+# the machine moved during the run.
+for scenario in ["1", "1p"]:
+    rounds_run = [[] for _ in ["tessera", "limit", "peer"]]
+    for r in runs:
+        if r["scenario"] == scenario and r["server"] in ["tessera", "limit", "peer"]:
+            rounds_run[["tessera", "limit", "peer"].index(r["server"])].append(r["figures"])
+    if rounds_run[0]:
+        print(f"scenario {scenario} by round, requests/s (p99 ms):")
+        for server, figures in zip(["tessera", "limit", "peer"], rounds_run):
+            if figures:
+                cells = ", ".join(f"{f['rps']:,.0f} ({f['p99_ms']:.2f})" for f in figures)
+                print(f"  {server}: {cells}")
+print()
 headline = median("1", "tessera")
 print(f"idle RSS: {int(idle_kb) / 1024:.1f} MB; start to port accepting: {startup_ms} ms")
 for server in ["limit", "peer"]:
