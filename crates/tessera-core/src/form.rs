@@ -27,7 +27,7 @@ impl FormParams {
                 Some(i) => (&part[..i], &part[i + 1..]),
                 None => (part, &b""[..]),
             };
-            pairs.push((decode(name)?, decode(value)?));
+            pairs.push((decode_component(name)?, decode_component(value)?));
         }
         Ok(FormParams(pairs))
     }
@@ -71,14 +71,25 @@ impl FormParams {
     }
 }
 
-fn decode(raw: &[u8]) -> Result<String, FormError> {
-    let plus_as_space: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    percent_decode(&plus_as_space)
+/// Decodes one name or value: `+` is a space, then percent-decoding, and the
+/// result must be UTF-8. Also the encoding of the client id and secret in an
+/// HTTP Basic header (RFC 6749 §2.3.1).
+pub fn decode_component(raw: &[u8]) -> Result<String, FormError> {
+    // Most components have no `+`: they are decoded straight into the
+    // String, one allocation on the hot path of every token request.
+    let with_spaces: Vec<u8>;
+    let raw = if raw.contains(&b'+') {
+        with_spaces = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        &with_spaces[..]
+    } else {
+        raw
+    };
+    percent_decode(raw)
         .decode_utf8()
-        .map(|s| s.into_owned())
+        .map(std::borrow::Cow::into_owned)
         .map_err(|_| FormError::NotUtf8)
 }
 
@@ -93,6 +104,11 @@ mod tests {
         assert_eq!(form.single("d").unwrap(), Some("/ x"));
         assert_eq!(form.single("empty").unwrap(), None);
         assert_eq!(form.single("missing").unwrap(), None);
+        // With and without a `+`: the two paths of `decode_component`.
+        assert_eq!(decode_component(b"a+%2Bb").unwrap(), "a +b");
+        assert_eq!(decode_component(b"a%2Bb").unwrap(), "a+b");
+        assert_eq!(decode_component(b"plain").unwrap(), "plain");
+        assert_eq!(decode_component(b"+%FF"), Err(FormError::NotUtf8));
     }
 
     #[test]

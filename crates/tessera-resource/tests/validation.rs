@@ -110,7 +110,7 @@ async fn spawn_issuer() -> Issuer {
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     let state = AppState::new(Arc::new(store), &base_url).await.unwrap();
     let config = tessera_server::ServerConfig::default();
-    let router = tessera_server::router(state.clone(), &config);
+    let router = tessera_server::router(state.clone());
     tokio::spawn(async move {
         tessera_server::serve(listener, router, &config, std::future::pending()).await
     });

@@ -580,7 +580,7 @@ async fn serve(state: AppState, bind: &str) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
     let config = ServerConfig::default();
-    let router = tessera_server::router(state.clone(), &config);
+    let router = tessera_server::router(state.clone());
     tracing::info!(address = %listener.local_addr()?, public_url = %state.public_url, "Tessera is listening");
     if state.store.list_tenants().await?.is_empty() {
         print_first_steps();

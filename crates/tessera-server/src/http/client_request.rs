@@ -7,8 +7,7 @@ use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use percent_encoding::percent_decode;
-use tessera_core::form::FormParams;
+use tessera_core::form::{FormParams, decode_component};
 use tessera_core::secret::BearerSecret;
 use tessera_core::{Client, Tenant, TokenError};
 
@@ -105,18 +104,8 @@ fn parse_basic(value: &[u8]) -> Option<(String, String)> {
     }
     let decoded = STANDARD.decode(encoded.trim()).ok()?;
     let colon = decoded.iter().position(|&b| b == b':')?;
-    let decode = |raw: &[u8]| -> Option<String> {
-        let plus_as_space: Vec<u8> = raw
-            .iter()
-            .map(|&b| if b == b'+' { b' ' } else { b })
-            .collect();
-        percent_decode(&plus_as_space)
-            .decode_utf8()
-            .ok()
-            .map(|s| s.into_owned())
-    };
-    let id = decode(&decoded[..colon])?;
-    let secret = decode(&decoded[colon + 1..])?;
+    let id = decode_component(&decoded[..colon]).ok()?;
+    let secret = decode_component(&decoded[colon + 1..]).ok()?;
     if id.is_empty() {
         return None;
     }

@@ -61,8 +61,8 @@ pub(crate) fn now() -> UnixTime {
 }
 
 /// All of Tessera's routes. Every protocol endpoint lives under a tenant's
-/// issuer, `{public_url}/t/{tenant}`.
-pub fn router(state: AppState, config: &ServerConfig) -> Router {
+/// issuer, `{public_url}/t/{tenant}`. `serve` adds the request timeout.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/assets/tessera.css", get(pages::stylesheet))
@@ -102,11 +102,6 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ))
-        .layer(axum::middleware::map_response(explain_timeout))
         .with_state(state)
 }
 
@@ -238,7 +233,8 @@ pub fn spawn_purge(state: AppState, every: Duration) -> tokio::task::JoinHandle<
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets the
-/// requests in flight finish (for at most ten seconds).
+/// requests in flight finish (for at most ten seconds). Each request gets
+/// `config.request_timeout`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -264,9 +260,16 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                // Handlers see the peer address as axum's ConnectInfo.
+                // Handlers see the peer address as axum's ConnectInfo. The
+                // timeout wraps the router whole: `Router::layer` would box
+                // every route once more, an allocation and a clone per request.
                 let service = tower::ServiceBuilder::new()
                     .layer(tower_http::add_extension::AddExtensionLayer::new(ConnectInfo(peer)))
+                    .layer(axum::middleware::map_response(explain_timeout))
+                    .layer(TimeoutLayer::with_status_code(
+                        StatusCode::REQUEST_TIMEOUT,
+                        config.request_timeout,
+                    ))
                     .service(router.clone());
                 let service = TowerToHyperService::new(service);
                 let connection = http.serve_connection(TokioIo::new(stream), service);

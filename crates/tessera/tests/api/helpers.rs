@@ -159,7 +159,7 @@ async fn spawn(
         .await
         .unwrap();
     configure(&mut state);
-    let router = tessera_server::router(state.clone(), &config);
+    let router = tessera_server::router(state.clone());
     tokio::spawn(async move {
         tessera_server::serve(listener, router, &config, std::future::pending()).await
     });

@@ -45,7 +45,7 @@ async fn export_from_sqlite_and_import_into_postgres() {
     let public_url = format!("http://{}", listener.local_addr().unwrap());
     let old = AppState::new(store, &public_url).await.unwrap();
     let config = tessera_server::ServerConfig::default();
-    let router = tessera_server::router(old.clone(), &config);
+    let router = tessera_server::router(old.clone());
     tokio::spawn(async move {
         tessera_server::serve(listener, router, &config, std::future::pending()).await
     });
