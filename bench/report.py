@@ -44,8 +44,9 @@ for scenario in ["1", "1p", "2", "3a", "3b", "4", "5", "1c", "1t"]:
             print(f"| {NAMES[scenario]} | {server} | {f['rps']:,.0f} | {f['p50_ms']:.2f} | "
                   f"{f['p99_ms']:.2f} | {f['errors']} | {f['peak_rss_mb']} |")
 print()
-# Every round of scenario 1, in the order run: the median hides how far
-# the machine moved during the run.
+# Every round of scenario 1 and of run 1p (where requests/s is the fixed
+# rate and the p99 is what tells), in the order run: the median hides how
+# far the machine moved during the run.
 for scenario in ["1", "1p"]:
     rounds_run = [[] for _ in ["tessera", "limit", "peer"]]
     for r in runs:
