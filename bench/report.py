@@ -48,13 +48,12 @@ print()
 # rate and the p99 is what tells), in the order run: the median hides how
 # far the machine moved during the run.
 for scenario in ["1", "1p"]:
-    rounds_run = [[] for _ in ["tessera", "limit", "peer"]]
-    for r in runs:
-        if r["scenario"] == scenario and r["server"] in ["tessera", "limit", "peer"]:
-            rounds_run[["tessera", "limit", "peer"].index(r["server"])].append(r["figures"])
-    if rounds_run[0]:
+    by_server = {server: [r["figures"] for r in runs
+                          if r["scenario"] == scenario and r["server"] == server]
+                 for server in ["tessera", "limit", "peer"]}
+    if by_server["tessera"]:
         print(f"scenario {scenario} by round, requests/s (p99 ms):")
-        for server, figures in zip(["tessera", "limit", "peer"], rounds_run):
+        for server, figures in by_server.items():
             if figures:
                 cells = ", ".join(f"{f['rps']:,.0f} ({f['p99_ms']:.2f})" for f in figures)
                 print(f"  {server}: {cells}")
