@@ -11,6 +11,9 @@ use crate::PoolSettings;
 use crate::shared_read::SharedRead;
 
 pub(crate) mod batch;
+mod drain_queue;
+#[cfg(test)]
+mod test_support;
 
 /// Tessera's storage in a PostgreSQL database.
 #[derive(Clone, Debug)]

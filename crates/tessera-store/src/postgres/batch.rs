@@ -38,7 +38,7 @@
 //! reuse when the client retries); one already sent is done.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
@@ -46,6 +46,7 @@ use tessera_core::secret::SecretHash;
 use tessera_core::{AccessTokenRecord, RefreshTokenRecord, TenantId, UnixTime};
 use tokio::sync::oneshot;
 
+use super::drain_queue::{DrainQueue, Drainer};
 use crate::group_commit::{Done, Work, guarded};
 use crate::{CodeRedemption, Rotation, StoreError, StoreResult};
 
@@ -109,47 +110,28 @@ struct Job {
     reply: oneshot::Sender<StoreResult<Done>>,
 }
 
-#[derive(Default)]
-struct Queue {
-    jobs: Vec<Job>,
-    /// Whether a task is draining the queue.
-    draining: bool,
-}
-
-impl std::fmt::Debug for Queue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue")
-            .field("jobs", &self.jobs.len())
-            .field("draining", &self.draining)
-            .finish()
-    }
-}
-
 /// Does the writes of [`Work`], many per transaction.
 #[derive(Debug)]
 pub(crate) struct WriteBatch {
     pool: PgPool,
-    queue: Mutex<Queue>,
+    queue: Arc<DrainQueue<Job>>,
 }
 
 impl WriteBatch {
     pub(crate) fn new(pool: PgPool) -> Arc<Self> {
         Arc::new(WriteBatch {
             pool,
-            queue: Mutex::new(Queue::default()),
+            queue: Arc::new(DrainQueue::new()),
         })
     }
 
     /// Does `work` with whatever else is queued.
     pub(crate) async fn write(self: &Arc<Self>, work: Work) -> StoreResult<Done> {
         let (reply, answer) = oneshot::channel();
-        let start = {
-            let mut queue = self.lock();
-            queue.jobs.push(Job { work, reply });
-            !std::mem::replace(&mut queue.draining, true)
-        };
-        if start {
-            tokio::spawn(Arc::clone(self).drain());
+        if self.queue.push(Job { work, reply }) {
+            // The drainer is made before the task: see `DrainQueue::drainer`.
+            let drainer = self.queue.drainer();
+            tokio::spawn(Arc::clone(self).drain(drainer));
         }
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Internal(
@@ -158,31 +140,9 @@ impl WriteBatch {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // The queue holds no invariant a panic could break halfway.
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Does batches until the queue is empty.
-    async fn drain(self: Arc<Self>) {
-        let mut exit = IdleOnExit {
-            batch: &self,
-            armed: true,
-        };
-        loop {
-            let jobs = {
-                let mut queue = self.lock();
-                if queue.jobs.is_empty() {
-                    queue.draining = false;
-                    exit.armed = false;
-                    return;
-                }
-                let taken = queue.jobs.len().min(MAX_BATCH);
-                let rest = queue.jobs.split_off(taken);
-                std::mem::replace(&mut queue.jobs, rest)
-            };
+    async fn drain(self: Arc<Self>, mut drainer: Drainer<Job>) {
+        while let Some(jobs) = drainer.next_round(MAX_BATCH) {
             self.run(jobs).await;
         }
     }
@@ -289,25 +249,6 @@ enum Failed {
     Undone(StoreError),
     /// At the commit: it may or may not have been done.
     AtCommit(StoreError),
-}
-
-/// Marks the queue idle if the draining task ends before it is empty: by a
-/// panic, or dropped with its runtime.
-struct IdleOnExit<'a> {
-    batch: &'a WriteBatch,
-    armed: bool,
-}
-
-impl Drop for IdleOnExit<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut queue = self.batch.lock();
-            queue.draining = false;
-            // Their callers hear of the failure rather than wait for the
-            // next caller to start a task.
-            queue.jobs.clear();
-        }
-    }
 }
 
 /// The two kinds of single-use credential a job can present.
@@ -625,131 +566,11 @@ impl Records {
 
 #[cfg(test)]
 mod tests {
-    use tessera_core::{ClientId, ScopeSet, TokenError};
+    use tessera_core::TokenError;
 
     use super::*;
+    use crate::postgres::test_support::{Schema, access, refresh};
     use crate::{Issued, Successor};
-
-    /// A schema of its own on the test server (`TESSERA_TEST_POSTGRES_URL`,
-    /// by default the local one every development and CI machine runs),
-    /// migrated, with tenant 1, its client `client` and its user `user`.
-    struct Schema {
-        admin: String,
-        name: String,
-        pool: PgPool,
-    }
-
-    impl Schema {
-        async fn new() -> Schema {
-            let admin = std::env::var("TESSERA_TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos();
-            let name = format!("test_batch_{}_{nanos}", std::process::id());
-            let pool = PgPool::connect(&admin)
-                .await
-                .expect("PostgreSQL must run on 127.0.0.1:5432 (see README)");
-            sqlx::query(&format!("CREATE SCHEMA {name}"))
-                .execute(&pool)
-                .await
-                .unwrap();
-            let url = format!("{admin}?options=-c%20search_path%3D{name}");
-            let store = crate::PostgresStore::connect(&url, &crate::PoolSettings::default())
-                .await
-                .unwrap();
-            for statement in [
-                "INSERT INTO tenants (name, access_token_ttl, refresh_token_ttl, \
-                 authorization_code_ttl, created_at) VALUES ('t', 60, 60, 60, 0)",
-                "INSERT INTO clients (client_id, tenant_id, name, auth_method, grant_types, \
-                 redirect_uris, audiences, token_format, created_at) \
-                 SELECT 'client', id, 'c', 'none', '', '[]', '[]', 'opaque', 0 FROM tenants",
-                "INSERT INTO users (id, tenant_id, username, password_hash, created_at) \
-                 SELECT 'user', id, 'u', 'x', 0 FROM tenants",
-            ] {
-                sqlx::query(statement).execute(&store.pool).await.unwrap();
-            }
-            Schema {
-                admin,
-                name,
-                pool: store.pool,
-            }
-        }
-
-        async fn count(&self, sql: &str) -> i64 {
-            sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
-        }
-
-        /// Stores `access` and `refresh` as a new grant would.
-        async fn store(
-            &self,
-            access: Option<AccessTokenRecord>,
-            refresh: Option<RefreshTokenRecord>,
-        ) {
-            let mut records = Records::default();
-            records.push(access.as_ref(), refresh.as_ref());
-            records
-                .insert(&mut self.pool.acquire().await.unwrap())
-                .await
-                .unwrap();
-        }
-
-        /// Stores an unused code with hash `[n; 32]` that starts `family`.
-        async fn code(&self, n: u8, family: &str) {
-            sqlx::query(
-                "INSERT INTO authorization_codes (code_hash, tenant_id, client_id, user_id, \
-                 redirect_uri, redirect_uri_in_request, scope, auth_time, expires_at, family_id) \
-                 VALUES ($1, 1, 'client', 'user', 'https://app/cb', TRUE, 'read', 1, 1000, $2)",
-            )
-            .bind(vec![n; 32])
-            .bind(family)
-            .execute(&self.pool)
-            .await
-            .unwrap();
-        }
-
-        async fn drop(self) {
-            self.pool.close().await;
-            let admin = PgPool::connect(&self.admin).await.unwrap();
-            sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
-                .execute(&admin)
-                .await
-                .unwrap();
-        }
-    }
-
-    fn access(jti: &str, family: &str, client: &str) -> AccessTokenRecord {
-        AccessTokenRecord {
-            token_hash: None,
-            jti: jti.into(),
-            tenant_id: TenantId(1),
-            client_id: ClientId::new(client),
-            user_id: None,
-            scope: ScopeSet::parse("read").unwrap(),
-            audiences: vec!["api".into()],
-            auth_time: None,
-            issued_at: UnixTime(1),
-            expires_at: UnixTime(1_000),
-            family_id: Some(family.into()),
-            revoked: false,
-        }
-    }
-
-    fn refresh(n: u8, family: &str, client: &str) -> RefreshTokenRecord {
-        RefreshTokenRecord {
-            token_hash: SecretHash(vec![n; 32]),
-            family_id: family.into(),
-            tenant_id: TenantId(1),
-            client_id: ClientId::new(client),
-            user_id: None,
-            scope: ScopeSet::parse("read").unwrap(),
-            auth_time: None,
-            issued_at: UnixTime(1),
-            expires_at: UnixTime(1_000),
-            spent: false,
-        }
-    }
 
     fn tokens(n: u8, client: &str) -> Work {
         let family = format!("family-{n}");
@@ -803,21 +624,19 @@ mod tests {
     /// one batch holds.
     fn queue(batch: &WriteBatch, work: Work) -> oneshot::Receiver<StoreResult<Done>> {
         let (reply, answer) = oneshot::channel();
-        let mut queue = batch.lock();
-        queue.draining = true;
-        queue.jobs.push(Job { work, reply });
+        let _started = batch.queue.push(Job { work, reply });
         answer
     }
 
     /// Runs `works` as one batch and returns their outcomes.
     async fn one_batch(batch: &Arc<WriteBatch>, works: Vec<Work>) -> Vec<StoreResult<Done>> {
         let answers: Vec<_> = works.into_iter().map(|work| queue(batch, work)).collect();
-        Arc::clone(batch).drain().await;
+        Arc::clone(batch).drain(batch.queue.drainer()).await;
         let mut outcomes = Vec::new();
         for answer in answers {
             outcomes.push(answer.await.unwrap());
         }
-        assert!(!batch.lock().draining);
+        assert!(batch.queue.is_idle());
         outcomes
     }
 
@@ -1145,7 +964,7 @@ mod tests {
         let batch = WriteBatch::new(schema.pool.clone());
         drop(queue(&batch, rotate(1, 2, "nobody", 5)));
         let kept = queue(&batch, tokens(50, "client"));
-        Arc::clone(&batch).drain().await;
+        Arc::clone(&batch).drain(batch.queue.drainer()).await;
         assert!(matches!(kept.await.unwrap(), Ok(Done::Stored)));
         assert_eq!(
             schema
@@ -1209,7 +1028,7 @@ mod tests {
             schema.count("SELECT count(*) FROM refresh_tokens").await,
             200
         );
-        assert!(!batch.lock().draining);
+        assert!(batch.queue.goes_idle().await);
         batch.write(tokens(201, "client")).await.unwrap();
         assert_eq!(
             schema.count("SELECT count(*) FROM refresh_tokens").await,
@@ -1228,7 +1047,7 @@ mod tests {
         let sent = queue(&batch, tokens(1, "client"));
         // Polled once, the task has sent the first batch's first statement;
         // a job queued then waits for the next batch.
-        let mut drain = Box::pin(Arc::clone(&batch).drain());
+        let mut drain = Box::pin(Arc::clone(&batch).drain(batch.queue.drainer()));
         let polled = runtime.block_on(poll_once(drain.as_mut()));
         assert!(
             polled.is_none(),
@@ -1240,8 +1059,7 @@ mod tests {
             let _context = runtime.enter();
             drop(drain);
         }
-        assert!(!batch.lock().draining);
-        assert!(batch.lock().jobs.is_empty());
+        assert!(batch.queue.is_idle());
         assert!(runtime.block_on(sent).is_err());
         assert!(runtime.block_on(waiting).is_err());
         // The next write starts a new task.
