@@ -1,5 +1,6 @@
 //! The PostgreSQL backend, for several Tessera nodes sharing one database.
-//! The queries are shared with SQLite in `sql.rs`.
+//! Most queries are shared with SQLite in `sql.rs`; token writes and token
+//! reads are batched here (`batch`, `token_reads`).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ pub(crate) mod batch;
 mod drain_queue;
 #[cfg(test)]
 mod test_support;
+mod token_reads;
 
 /// Tessera's storage in a PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ pub struct PostgresStore {
     version: Arc<SharedRead<i64, StoreError>>,
     /// Does token writes, many per transaction.
     writes: Arc<batch::WriteBatch>,
+    /// Reads tokens by hash or `jti`, many per query.
+    token_reads: Arc<token_reads::TokenReads>,
 }
 
 /// A pooled connection idle for this long is pinged before it is handed out.
@@ -64,6 +68,7 @@ impl PostgresStore {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PostgresStore {
             writes: batch::WriteBatch::new(pool.clone()),
+            token_reads: token_reads::TokenReads::new(pool.clone()),
             pool,
             version: Arc::new(SharedRead::new()),
         })
@@ -84,10 +89,6 @@ impl PostgresStore {
         self.writes.write(work).await
     }
 
-    fn fast_reads(&self) -> Option<&crate::sqlite_read::Readers> {
-        None
-    }
-
     async fn read_config_version(&self) -> StoreResult<i64> {
         self.version
             .get(|| async {
@@ -98,6 +99,32 @@ impl PostgresStore {
                 )
             })
             .await
+    }
+
+    async fn read_refresh_token(
+        &self,
+        tenant: TenantId,
+        token_hash: &SecretHash,
+    ) -> StoreResult<Option<RefreshTokenRecord>> {
+        self.token_reads.refresh_token(tenant, token_hash).await
+    }
+
+    async fn read_access_token_by_hash(
+        &self,
+        tenant: TenantId,
+        token_hash: &SecretHash,
+    ) -> StoreResult<Option<AccessTokenRecord>> {
+        self.token_reads
+            .access_token_by_hash(tenant, token_hash)
+            .await
+    }
+
+    async fn read_access_token_by_jti(
+        &self,
+        tenant: TenantId,
+        jti: &str,
+    ) -> StoreResult<Option<AccessTokenRecord>> {
+        self.token_reads.access_token_by_jti(tenant, jti).await
     }
 }
 

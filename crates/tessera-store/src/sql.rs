@@ -1,7 +1,9 @@
 //! The one implementation of [`Store`](crate::Store) for every SQL backend.
 //! The SQL is written once, in the dialect SQLite and PostgreSQL share (`$n`
 //! parameters, `ON CONFLICT`, `RETURNING`, `string_agg`), and `sql_store!`
-//! instantiates it for each sqlx driver. Single use of codes and refresh
+//! instantiates it for each sqlx driver. The hot path's reads and token
+//! writes are the exceptions: each backend does them its own way (see the
+//! macro's documentation). Single use of codes and refresh
 //! tokens rests on conditional `UPDATE`s, never on read-then-write: SQLite
 //! serialises writers, and under PostgreSQL's row locks a second concurrent
 //! `UPDATE ... WHERE used_at IS NULL` re-reads the row and matches nothing.
@@ -9,8 +11,11 @@
 /// Implements `Store` for `$store`, a struct with a `pool` of the sqlx
 /// database `$db` for reads, a `write()` method that hands out the
 /// connection for a write (a pooled one on PostgreSQL, the one writer
-/// connection on SQLite), and a `group_write()` method that does the token
-/// writes of [`crate::group_commit::Work`] in the backend's batches.
+/// connection on SQLite), a `group_write()` method that does the token
+/// writes of [`crate::group_commit::Work`] in the backend's batches, and
+/// the reads each backend does its own way: `read_config_version()` and the
+/// token reads of the hot path, `read_refresh_token()`,
+/// `read_access_token_by_hash()` and `read_access_token_by_jti()`.
 macro_rules! sql_store {
     ($store:ident, $db:ty) => {
 use async_trait::async_trait;
@@ -144,6 +149,9 @@ fn code_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<Authorizatio
     })
 }
 
+// PostgreSQL's token reads map rows with these two, and its write batch
+// with the first; SQLite reads tokens through rusqlite (`sqlite_read.rs`).
+#[allow(dead_code)]
 fn refresh_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<RefreshTokenRecord> {
     Ok(RefreshTokenRecord {
         token_hash: SecretHash(row.try_get("token_hash")?),
@@ -160,6 +168,7 @@ fn refresh_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<RefreshTo
     })
 }
 
+#[allow(dead_code)]
 fn access_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<AccessTokenRecord> {
     Ok(AccessTokenRecord {
         token_hash: row
@@ -1109,17 +1118,7 @@ impl Store for $store {
         tenant: TenantId,
         token_hash: &SecretHash,
     ) -> StoreResult<Option<RefreshTokenRecord>> {
-        if let Some(readers) = self.fast_reads() {
-            return readers.refresh_token(tenant, token_hash);
-        }
-        sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = $1 AND tenant_id = $2")
-            .bind(&token_hash.0)
-            .bind(tenant.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(refresh_from_row)
-            .transpose()
+        self.read_refresh_token(tenant, token_hash).await
     }
 
     async fn rotate_refresh_token(
@@ -1167,17 +1166,7 @@ impl Store for $store {
         tenant: TenantId,
         token_hash: &SecretHash,
     ) -> StoreResult<Option<AccessTokenRecord>> {
-        if let Some(readers) = self.fast_reads() {
-            return readers.access_token_by_hash(tenant, token_hash);
-        }
-        sqlx::query("SELECT * FROM access_tokens WHERE token_hash = $1 AND tenant_id = $2")
-            .bind(&token_hash.0)
-            .bind(tenant.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(access_from_row)
-            .transpose()
+        self.read_access_token_by_hash(tenant, token_hash).await
     }
 
     async fn access_token_by_jti(
@@ -1185,17 +1174,7 @@ impl Store for $store {
         tenant: TenantId,
         jti: &str,
     ) -> StoreResult<Option<AccessTokenRecord>> {
-        if let Some(readers) = self.fast_reads() {
-            return readers.access_token_by_jti(tenant, jti);
-        }
-        sqlx::query("SELECT * FROM access_tokens WHERE jti = $1 AND tenant_id = $2")
-            .bind(jti)
-            .bind(tenant.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(access_from_row)
-            .transpose()
+        self.read_access_token_by_jti(tenant, jti).await
     }
 
     async fn revoke_access_token(&self, t: &AccessTokenRecord, now: UnixTime) -> StoreResult<()> {

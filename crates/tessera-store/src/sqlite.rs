@@ -1,5 +1,6 @@
-//! The SQLite backend: one file, WAL journal, embedded migrations. The
-//! queries are shared with PostgreSQL in `sql.rs`.
+//! The SQLite backend: one file, WAL journal, embedded migrations. Most
+//! queries are shared with PostgreSQL in `sql.rs`; the hot path's reads and
+//! token writes are in `sqlite_read` and `sqlite_batch`.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -113,13 +114,33 @@ impl SqliteStore {
             })
     }
 
-    fn fast_reads(&self) -> Option<&Readers> {
-        Some(&self.readers)
-    }
-
     /// Microseconds on a local file; a writer never blocks it in WAL mode.
     async fn read_config_version(&self) -> StoreResult<i64> {
         self.readers.config_version()
+    }
+
+    async fn read_refresh_token(
+        &self,
+        tenant: TenantId,
+        token_hash: &SecretHash,
+    ) -> StoreResult<Option<RefreshTokenRecord>> {
+        self.readers.refresh_token(tenant, token_hash)
+    }
+
+    async fn read_access_token_by_hash(
+        &self,
+        tenant: TenantId,
+        token_hash: &SecretHash,
+    ) -> StoreResult<Option<AccessTokenRecord>> {
+        self.readers.access_token_by_hash(tenant, token_hash)
+    }
+
+    async fn read_access_token_by_jti(
+        &self,
+        tenant: TenantId,
+        jti: &str,
+    ) -> StoreResult<Option<AccessTokenRecord>> {
+        self.readers.access_token_by_jti(tenant, jti)
     }
 }
 

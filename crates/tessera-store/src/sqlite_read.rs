@@ -6,8 +6,8 @@
 //! of a page already in memory. These few reads (the configuration version,
 //! and a token by hash or `jti`) go through read-only connections here
 //! instead, each held for microseconds. WAL mode lets them read beside the
-//! writer. The SQL and the row mapping repeat those of `sql.rs`, which the
-//! PostgreSQL backend uses; the same tests run against both.
+//! writer. The row mapping repeats that of `sql.rs`, which the PostgreSQL
+//! backend uses; the same tests run against both.
 //!
 //! The configuration version, read on every request, is read again only
 //! when some transaction has committed since the last read, which
