@@ -35,14 +35,17 @@ print(f"backend: {backend}; {duration} s per run, {connections} connections, wrk
       f"scenario 1 is the median of {rounds} interleaved rounds; "
       f"{'server on CPU 0, wrk on CPU 1' if pinned == '1' else 'server and wrk share both cores'}")
 print()
-print("| scenario | server | requests/s | p50 ms | p99 ms | errors | peak RSS MB |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("| scenario | server | requests/s | p50 ms | p99 ms | errors | peak RSS MB "
+      "| CPU µs/request |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 for scenario in ["1", "1p", "2", "3a", "3b", "4", "5", "1c", "1t"]:
     for server in ["tessera", "limit", "peer"]:
         f = median(scenario, server)
         if f:
+            cpu = f.get("cpu_us_per_request")
             print(f"| {NAMES[scenario]} | {server} | {f['rps']:,.0f} | {f['p50_ms']:.2f} | "
-                  f"{f['p99_ms']:.2f} | {f['errors']} | {f['peak_rss_mb']} |")
+                  f"{f['p99_ms']:.2f} | {f['errors']} | {f['peak_rss_mb']} | "
+                  f"{'' if cpu is None else f'{cpu:.1f}'} |")
 print()
 # Every round of scenario 1 and of run 1p (where requests/s is the fixed
 # rate and the p99 is what tells), in the order run: the median hides how
@@ -64,6 +67,24 @@ for server in ["limit", "peer"]:
     f = median("1", server)
     if f and headline:
         print(f"scenario 1, Tessera / {server}: {headline['rps'] / f['rps']:.2f}")
+
+
+def cpu_per_request(server):
+    """The median CPU time per request of the server's rounds of scenario 1."""
+    found = [r["figures"].get("cpu_us_per_request") for r in runs
+             if r["scenario"] == "1" and r["server"] == server]
+    found = [cpu for cpu in found if cpu]
+    return statistics.median(found) if found else None
+
+
+# Throughput on two shared cores also depends on how the scheduler splits
+# them between the server and wrk; CPU time per request does not.
+tessera_cpu = cpu_per_request("tessera")
+for server in ["limit", "peer"]:
+    cpu = cpu_per_request(server)
+    if cpu and tessera_cpu:
+        print(f"scenario 1, CPU per request, {server} / Tessera: {cpu / tessera_cpu:.2f} "
+              f"({cpu:.1f} µs / {tessera_cpu:.1f} µs, medians of the rounds)")
 for scenario, against in [("2", "1"), ("4", "1"), ("3a", None), ("3b", None), ("1t", "1c")]:
     f = median(scenario, "tessera")
     limit = median("1", "limit")

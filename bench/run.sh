@@ -109,15 +109,16 @@ first_startup_ms=$startup_ms
 
 # --- Runs ----------------------------------------------------------------
 # run URL PATH AUTH BODY [BODIES_FILE] [PID]: one wrk run; prints the JSON
-# figures, with the peak RSS of PID during the run.
+# figures, with the peak RSS and the CPU time of PID during the run.
 run() {
   local url=$1 path=$2 auth=$3 body=$4 bodies=${5:-} pid=${6:-}
-  if [ -n "$pid" ]; then echo 5 > "/proc/$pid/clear_refs"; fi
+  local cpu=0
+  if [ -n "$pid" ]; then echo 5 > "/proc/$pid/clear_refs"; cpu=$(cpu_ticks "$pid"); fi
   local out
   out=$(BENCH_PATH="$path" BENCH_AUTH="$auth" BENCH_BODY="$body" BENCH_BODIES="$bodies" \
     BENCH_THREADS=$THREADS "${pin_wrk[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
     -s "$root/bench/lua/post.lua" "$url" | sed -n 's/^BENCH //p')
-  with_peak "$out" "$pid"
+  with_peak "$out" "$pid" "$cpu"
 }
 
 # paced URL PATH AUTH BODY RATE PID: one oha run at a fixed RATE of requests
@@ -129,6 +130,8 @@ run() {
 paced() {
   local url=$1 path=$2 auth=$3 body=$4 rate=$5 pid=$6
   echo 5 > "/proc/$pid/clear_refs"
+  local cpu
+  cpu=$(cpu_ticks "$pid")
   local out
   out=$("${pin_wrk[@]}" oha --no-tui --output-format json --stats-success-breakdown -w \
     -z "${DURATION}s" -c "$CONNECTIONS" -q "$rate" --latency-correction -m POST \
@@ -145,14 +148,29 @@ print(json.dumps({"requests": sent, "seconds": d["summary"]["total"],
                   "rps": sent / d["summary"]["total"], "rate": int(sys.argv[1]),
                   "p50_ms": p["p50"] * 1000, "p99_ms": p["p99"] * 1000,
                   "errors": sent - ok}))' "$rate")
-  with_peak "$out" "$pid"
+  with_peak "$out" "$pid" "$cpu"
 }
 
-# with_peak JSON [PID]: JSON with the peak RSS of PID since its clear_refs.
+# cpu_ticks PID: the user and system time of every thread of PID so far, in
+# clock ticks (fields 14 and 15 of /proc/PID/stat, counted after the
+# command name, which may hold spaces).
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+# with_peak JSON [PID CPU_TICKS]: JSON with the peak RSS of PID since its
+# clear_refs, and its CPU time per request since it had used CPU_TICKS.
 with_peak() {
-  local peak=0
-  if [ -n "${2:-}" ]; then peak=$(awk '/VmHWM/ {print $2}' "/proc/$2/status"); fi
-  echo "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); d["peak_rss_mb"]=round(int(sys.argv[1])/1024,1); print(json.dumps(d))' "$peak"
+  local peak=0 cpu=0
+  if [ -n "${2:-}" ]; then
+    peak=$(awk '/VmHWM/ {print $2}' "/proc/$2/status")
+    cpu=$(( $(cpu_ticks "$2") - $3 ))
+  fi
+  echo "$1" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+d["peak_rss_mb"] = round(int(sys.argv[1]) / 1024, 1)
+if int(sys.argv[2]) > 0 and d["requests"] > 0:
+    d["cpu_us_per_request"] = round(int(sys.argv[2]) / int(sys.argv[3]) * 1e6 / d["requests"], 1)
+print(json.dumps(d))' "$peak" "$cpu" "$(getconf CLK_TCK)"
 }
 
 results=$work/results.jsonl
@@ -219,12 +237,12 @@ record 3b tessera "$(run "$base" /t/bench/introspect "$resource_auth" "token=$jw
 
 single_use=$((DURATION * SINGLE_USE_PER_SECOND))
 echo "scenario 4: refresh token rotation (minting $single_use refresh tokens)" >&2
-"$bin/bench-fixtures" refresh-tokens --tenant bench --client "$web_id" --username bench \
+"$bin/bench-fixtures" refresh-tokens --tenant bench --client="$web_id" --username bench \
   --scope read --count "$single_use" > "$work/refresh.txt"
 record 4 tessera "$(run "$base" /t/bench/token "$web_auth" "" "$work/refresh.txt" "$server")"
 
 echo "scenario 5: authorization code with PKCE (minting $single_use codes)" >&2
-"$bin/bench-fixtures" codes --tenant bench --client "$web_id" --username bench --scope read \
+"$bin/bench-fixtures" codes --tenant bench --client="$web_id" --username bench --scope read \
   --redirect-uri http://127.0.0.1:9999/cb --count "$single_use" > "$work/codes.txt"
 record 5 tessera "$(run "$base" /t/bench/token "$web_auth" "" "$work/codes.txt" "$server")"
 
