@@ -93,7 +93,14 @@ pub fn new_secret() -> BearerSecret {
 /// Token ids and grant families use [`new_ordered_id`].
 pub fn new_id() -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>())
+    loop {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>());
+        // Ids are given to the CLI as arguments, where a leading '-' would
+        // read as an option (one id in 64 without this).
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 /// A new unique identifier that sorts by creation time: 48 bits of Unix
@@ -129,6 +136,17 @@ fn unix_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without the check, 10,000 ids would hold a leading '-' but for a
+    /// chance of about e^-156.
+    #[test]
+    fn ids_never_start_with_a_dash() {
+        for _ in 0..10_000 {
+            let id = new_id();
+            assert!(!id.starts_with('-'), "{id}");
+            assert_eq!(id.len(), 22);
+        }
+    }
 
     #[test]
     fn ordered_ids_sort_by_creation_time_and_differ_within_a_millisecond() {
