@@ -191,6 +191,13 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Ends the store's background work and closes its connections: the
+    /// last call on a store, before the process exits. On SQLite it waits
+    /// for a last, complete checkpoint, so that the process leaves an empty
+    /// WAL (the next process to open the database would otherwise read it
+    /// back in, and copy it into the database again while it serves).
+    async fn close(&self);
+
     /// A counter that moves with every change to tenants, signing keys,
     /// scopes and clients, whoever makes it (database triggers keep it): what
     /// the server's cache of them is checked against.

@@ -89,6 +89,9 @@ impl PostgresStore {
         self.writes.write(work).await
     }
 
+    /// Its batches end with their queues; nothing runs in the background.
+    async fn close_background_work(&self) {}
+
     async fn read_config_version(&self) -> StoreResult<i64> {
         self.version
             .get(|| async {

@@ -13,7 +13,8 @@
 /// connection for a write (a pooled one on PostgreSQL, the one writer
 /// connection on SQLite), a `group_write()` method that does the token
 /// writes of [`crate::group_commit::Work`] in the backend's batches, and
-/// the reads each backend does its own way: `read_config_version()` and the
+/// the work each backend does its own way: `close_background_work()`,
+/// `read_config_version()` and the
 /// token reads of the hot path, `read_refresh_token()`,
 /// `read_access_token_by_hash()` and `read_access_token_by_jti()`.
 macro_rules! sql_store {
@@ -326,6 +327,11 @@ async fn insert_key(
 
 #[async_trait]
 impl Store for $store {
+    async fn close(&self) {
+        self.close_background_work().await;
+        self.pool.close().await;
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -114,6 +114,11 @@ impl SqliteStore {
             })
     }
 
+    /// A last, complete checkpoint (see `Store::close`).
+    async fn close_background_work(&self) {
+        self.batch.stop_checkpointer().await;
+    }
+
     /// Microseconds on a local file; a writer never blocks it in WAL mode.
     async fn read_config_version(&self) -> StoreResult<i64> {
         self.readers.config_version()
@@ -161,6 +166,31 @@ fn names_no_file(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
+
+    /// A closed store leaves an empty WAL, whatever it wrote.
+    #[tokio::test]
+    async fn close_leaves_an_empty_wal() {
+        let dir = std::env::temp_dir().join(format!("tessera-close-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let url = format!("sqlite://{}", path.display());
+        let store = SqliteStore::connect(&url, &PoolSettings::default())
+            .await
+            .unwrap();
+        for n in 0..50 {
+            store
+                .replace_server_secret(&format!("secret-{n}"), &[n; 32])
+                .await
+                .unwrap();
+        }
+        let wal = dir.join("t.db-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        store.close().await;
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[tokio::test]
     async fn a_database_without_a_file_is_refused_with_a_reason() {

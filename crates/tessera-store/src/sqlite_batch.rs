@@ -94,8 +94,16 @@ pub(crate) struct BatchWriter {
     /// How long a caller waits for its batch before it is told the
     /// database is unavailable, like a writer waiting for a connection.
     timeout: Duration,
-    /// Dropped with the last handle, which stops the checkpointer.
-    _checkpointer: Arc<std::sync::mpsc::Sender<()>>,
+    /// Dropped with the last handle, which stops the checkpointer, unless
+    /// [`stop_checkpointer`](Self::stop_checkpointer) took it before.
+    checkpointer: Arc<std::sync::Mutex<Option<Checkpointer>>>,
+}
+
+#[derive(Debug)]
+struct Checkpointer {
+    /// Dropped to stop the thread.
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl BatchWriter {
@@ -123,15 +131,30 @@ impl BatchWriter {
             .busy_timeout(CHECKPOINT_PATIENCE)
             .map_err(store_error)?;
         let (stop, stopped) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tessera-sqlite-checkpoint".into())
             .spawn(move || checkpoint(checkpoints, stopped, write_lock))
             .map_err(|e| StoreError::Internal(format!("cannot start the checkpointer: {e}")))?;
         Ok(BatchWriter {
             jobs,
             timeout,
-            _checkpointer: Arc::new(stop),
+            checkpointer: Arc::new(std::sync::Mutex::new(Some(Checkpointer { stop, thread }))),
         })
+    }
+
+    /// Stops the checkpointer and waits for its last, complete checkpoint.
+    /// Without the wait, a process that exits right after its store is
+    /// dropped ends the thread before that checkpoint.
+    pub(crate) async fn stop_checkpointer(&self) {
+        let taken = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(Checkpointer { stop, thread }) = taken {
+            drop(stop);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     /// Queues `work` and waits until its batch has committed. Past the
@@ -192,7 +215,8 @@ const CHECKPOINT_PATIENCE: Duration = Duration::from_millis(500);
 /// catches up with the last one, and SQLite starts the WAL over only then:
 /// so once the WAL is large, a RESTART checkpoint copies the little that is
 /// left while the writers wait on `write_lock`, and the next write starts
-/// the WAL over. Ends when the store is dropped.
+/// the WAL over. Ends with a TRUNCATE checkpoint when the store is closed
+/// (`Store::close` waits for it) or dropped.
 fn checkpoint(
     connection: Connection,
     stop: std::sync::mpsc::Receiver<()>,

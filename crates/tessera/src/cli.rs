@@ -502,7 +502,7 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("cannot open database '{}'", redacted(&args.database_url)))?;
     let mut state = AppState::new(store, &public_url).await?;
-    match command {
+    let outcome = match command {
         Command::Serve {
             bind,
             throttle,
@@ -510,7 +510,7 @@ pub async fn run(args: Args) -> Result<()> {
         } => {
             state.throttle = throttle.policy()?;
             state.trust_forwarded_for = trust_forwarded_for;
-            serve(state, &bind).await
+            serve(state.clone(), &bind).await
         }
         Command::Migrate => {
             println!("migrations applied");
@@ -527,7 +527,9 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Command::Export { output } => export(&state, output).await,
         Command::Import { file } => import(&state, &file).await,
-    }
+    };
+    state.store.close().await;
+    outcome
 }
 
 async fn export(state: &AppState, output: Option<std::path::PathBuf>) -> Result<()> {
