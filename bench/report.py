@@ -47,10 +47,10 @@ for scenario in ["1", "1p", "2", "3a", "3b", "4", "5", "1c", "1t"]:
                   f"{f['p99_ms']:.2f} | {f['errors']} | {f['peak_rss_mb']} | "
                   f"{'' if cpu is None else f'{cpu:.1f}'} |")
 print()
-# Every round of scenario 1 and of run 1p (where requests/s is the fixed
-# rate and the p99 is what tells), in the order run: the median hides how
+# Every round of scenario 1, of run 1p (where requests/s is the fixed rate
+# and the p99 is what tells) and of runs 1c and 1t, in the order run: the median hides how
 # far the machine moved during the run.
-for scenario in ["1", "1p"]:
+for scenario in ["1", "1p", "1c", "1t"]:
     by_server = {server: [r["figures"] for r in runs
                           if r["scenario"] == scenario and r["server"] == server]
                  for server in ["tessera", "limit", "peer"]}
