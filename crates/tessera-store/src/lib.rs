@@ -12,6 +12,8 @@ mod sql;
 mod sqlite;
 mod sqlite_batch;
 mod sqlite_read;
+#[cfg(test)]
+mod test_records;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -545,40 +545,17 @@ pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use tessera_core::{ClientId, ScopeSet, TokenError};
+    use tessera_core::TokenError;
 
     use super::*;
 
+    /// The records of tenant 1's client `client`.
     fn refresh(hash: u8, family: &str) -> RefreshTokenRecord {
-        RefreshTokenRecord {
-            token_hash: SecretHash(vec![hash; 32]),
-            family_id: family.into(),
-            tenant_id: TenantId(1),
-            client_id: ClientId::new("client"),
-            user_id: None,
-            scope: ScopeSet::default(),
-            auth_time: None,
-            issued_at: UnixTime(1),
-            expires_at: UnixTime(1_000),
-            spent: false,
-        }
+        crate::test_records::refresh(hash, family, "client")
     }
 
     fn access(jti: &str, family: &str) -> AccessTokenRecord {
-        AccessTokenRecord {
-            token_hash: None,
-            jti: jti.into(),
-            tenant_id: TenantId(1),
-            client_id: ClientId::new("client"),
-            user_id: None,
-            scope: ScopeSet::default(),
-            audiences: vec!["api".into()],
-            auth_time: None,
-            issued_at: UnixTime(1),
-            expires_at: UnixTime(1_000),
-            family_id: Some(family.into()),
-            revoked: false,
-        }
+        crate::test_records::access(jti, family, "client")
     }
 
     /// Rotates the token with hash `old` into one with hash `new`, in its

@@ -569,7 +569,8 @@ mod tests {
     use tessera_core::TokenError;
 
     use super::*;
-    use crate::postgres::test_support::{Schema, access, refresh};
+    use crate::postgres::test_support::Schema;
+    use crate::test_records::{access, refresh};
     use crate::{Issued, Successor};
 
     fn tokens(n: u8, client: &str) -> Work {

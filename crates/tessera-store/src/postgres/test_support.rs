@@ -2,8 +2,7 @@
 //! and records to store in it.
 
 use sqlx::PgPool;
-use tessera_core::secret::SecretHash;
-use tessera_core::{AccessTokenRecord, ClientId, RefreshTokenRecord, ScopeSet, TenantId, UnixTime};
+use tessera_core::{AccessTokenRecord, RefreshTokenRecord};
 
 /// A schema of its own on the test server (`TESSERA_TEST_POSTGRES_URL`, by
 /// default the local one every development and CI machine runs), migrated,
@@ -93,39 +92,5 @@ impl Schema {
             .execute(&admin)
             .await
             .unwrap();
-    }
-}
-
-/// A JWT's record, of tenant 1, in `family`.
-pub(crate) fn access(jti: &str, family: &str, client: &str) -> AccessTokenRecord {
-    AccessTokenRecord {
-        token_hash: None,
-        jti: jti.into(),
-        tenant_id: TenantId(1),
-        client_id: ClientId::new(client),
-        user_id: None,
-        scope: ScopeSet::parse("read").unwrap(),
-        audiences: vec!["api".into()],
-        auth_time: None,
-        issued_at: UnixTime(1),
-        expires_at: UnixTime(1_000),
-        family_id: Some(family.into()),
-        revoked: false,
-    }
-}
-
-/// A refresh token with hash `[n; 32]`, of tenant 1, in `family`.
-pub(crate) fn refresh(n: u8, family: &str, client: &str) -> RefreshTokenRecord {
-    RefreshTokenRecord {
-        token_hash: SecretHash(vec![n; 32]),
-        family_id: family.into(),
-        tenant_id: TenantId(1),
-        client_id: ClientId::new(client),
-        user_id: None,
-        scope: ScopeSet::parse("read").unwrap(),
-        auth_time: None,
-        issued_at: UnixTime(1),
-        expires_at: UnixTime(1_000),
-        spent: false,
     }
 }

@@ -223,7 +223,8 @@ async fn answered<T>(answer: oneshot::Receiver<StoreResult<T>>) -> StoreResult<T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postgres::test_support::{Schema, access, refresh};
+    use crate::postgres::test_support::Schema;
+    use crate::test_records::{access, refresh};
 
     /// An opaque access token of tenant 1 with hash `[n; 32]`.
     fn opaque(n: u8) -> AccessTokenRecord {
