@@ -229,6 +229,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Tenant>;
     async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>>;
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
+    /// Whether there is any tenant, without reading them all.
+    async fn has_tenants(&self) -> StoreResult<bool>;
     /// Stores a tenant's lifetimes and settings, and its branding with its
     /// version when given, in one transaction: all of it or none.
     async fn update_tenant(

@@ -454,6 +454,13 @@ impl Store for $store {
             .transpose()
     }
 
+    async fn has_tenants(&self) -> StoreResult<bool> {
+        Ok(sqlx::query("SELECT 1 FROM tenants LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
         sqlx::query("SELECT * FROM tenants ORDER BY name")
             .fetch_all(&self.pool)

@@ -584,7 +584,9 @@ async fn serve(state: AppState, bind: &str) -> Result<()> {
     let config = ServerConfig::default();
     let router = tessera_server::router(state.clone());
     tracing::info!(address = %listener.local_addr()?, public_url = %state.public_url, "Tessera is listening");
-    if state.store.list_tenants().await?.is_empty() {
+    // Not `list_tenants`: with many tenants that would read them all, and
+    // the memory would stay with the process.
+    if !state.store.has_tenants().await? {
         print_first_steps();
     }
     let purge = tessera_server::spawn_purge(state.clone(), std::time::Duration::from_secs(600));

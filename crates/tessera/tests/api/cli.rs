@@ -846,15 +846,35 @@ fn stop(mut server: ServeProcess) {
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
 
-#[tokio::test]
-async fn first_start_prints_next_steps_and_sigterm_stops_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = start_server(dir.path(), free_port()).await;
+/// Stops `server` with SIGTERM and returns what it wrote to stderr.
+fn stop_and_read_stderr(mut server: ServeProcess) -> String {
     let status = terminate(&mut server);
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(server.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
+/// The first start, on a database with no tenant, tells what to do next;
+/// once there is a tenant, it does not. A stopped server leaves an empty
+/// WAL behind.
+#[tokio::test]
+async fn first_start_prints_next_steps_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), free_port()).await;
+    let stderr = stop_and_read_stderr(server);
     assert!(stderr.contains("tessera tenant create"), "{stderr}");
+
+    assert!(
+        tessera(dir.path(), &["tenant", "create", "acme"])
+            .status
+            .success()
+    );
+    let server = start_server(dir.path(), free_port()).await;
+    let stderr = stop_and_read_stderr(server);
+    assert!(!stderr.contains("tessera tenant create"), "{stderr}");
+    let wal = std::fs::metadata(dir.path().join("tessera.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the WAL left behind");
 }
 
 #[tokio::test]
