@@ -12,12 +12,14 @@
 //! Outside a request (the CLI, background tasks) the cache is bypassed.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tessera_core::jwt::VerifiedClaims;
 use tessera_core::{Client, SigningKeyRecord, Tenant, TenantId, UnixTime};
 use tessera_store::{Store, StoreResult};
+use tokio::sync::watch;
 
 tokio::task_local! {
     /// The configuration version read at the start of this request.
@@ -34,6 +36,39 @@ const MAX_VERIFIED_JWTS: usize = 4_096;
 #[derive(Default)]
 pub struct ConfigCache {
     state: RwLock<Entries>,
+    /// The loads on their way, by version and entry. After a start or a
+    /// change every request in flight misses at once; the first to miss an
+    /// entry loads it, and the others wait for that load instead of each
+    /// making the same read.
+    loading: Mutex<HashMap<(i64, EntryKey), watch::Receiver<()>>>,
+}
+
+/// Names one entry of the cache, for `ConfigCache::loading`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum EntryKey {
+    Tenant(String),
+    Client(i64, String),
+    Keys(i64),
+}
+
+/// Held by the request that loads an entry. Dropping it, whether the load
+/// succeeded, failed or was cancelled with its request, removes the entry
+/// from `loading`, then drops the sender, which wakes the waiting requests.
+struct Loading<'a> {
+    loading: &'a Mutex<HashMap<(i64, EntryKey), watch::Receiver<()>>>,
+    key: (i64, EntryKey),
+    _done: watch::Sender<()>,
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        // `Drop::drop` runs before the fields are dropped: the entry is gone
+        // before the waiters wake, so none of them can wait for it again.
+        self.loading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
 }
 
 #[derive(Default)]
@@ -67,9 +102,16 @@ pub async fn with_config_version<F: Future>(store: &dyn Store, request: F) -> F:
 }
 
 impl ConfigCache {
-    /// Looks up `key` with `get`; on a miss, loads it with `load` and keeps
-    /// it, tagged with this request's version.
-    async fn cached<V, Get, Put, Load, Fut>(&self, get: Get, put: Put, load: Load) -> StoreResult<V>
+    /// Looks up an entry with `get`; on a miss, loads it with `load` and
+    /// keeps it, tagged with this request's version. While one request loads
+    /// the entry named `key`, the others that miss it wait for that load.
+    async fn cached<V, Get, Put, Load, Fut>(
+        &self,
+        key: impl FnOnce() -> EntryKey,
+        get: Get,
+        put: Put,
+        load: Load,
+    ) -> StoreResult<V>
     where
         V: Clone,
         Get: Fn(&Entries) -> Option<V>,
@@ -80,29 +122,75 @@ impl ConfigCache {
         let Ok(version) = CONFIG_VERSION.try_with(|v| *v) else {
             return load().await;
         };
-        if let Ok(entries) = self.state.read()
-            && entries.version == Some(version)
-            && let Some(found) = get(&entries)
-        {
+        if let Some(found) = self.current(version, &get) {
             return Ok(found);
         }
+        let _loading = match self.start_loading((version, key())) {
+            Ok(loading) => Some(loading),
+            Err(mut load_done) => {
+                // A load made under the same version is as fresh as ours
+                // would be. `changed` returns when the loader drops its
+                // sender: loaded, failed or cancelled.
+                let _ = load_done.changed().await;
+                if let Some(found) = self.current(version, &get) {
+                    return Ok(found);
+                }
+                // It failed or was cancelled: this request loads for itself.
+                None
+            }
+        };
         // Loaded after the version was read, so at least that fresh.
         let loaded = load().await?;
-        if let Ok(mut entries) = self.state.write() {
-            if entries.version != Some(version) || entries.len() >= MAX_ENTRIES {
-                // A newer version (or an older request) starts afresh; a
-                // request that read an older version must not fill the cache.
-                if entries.version.is_some_and(|current| current > version) {
-                    return Ok(loaded);
-                }
-                *entries = Entries {
-                    version: Some(version),
-                    ..Entries::default()
-                };
-            }
-            put(&mut entries, loaded.clone());
-        }
+        self.keep(version, put, loaded.clone());
         Ok(loaded)
+    }
+
+    /// The entry `get` finds, if the cache holds `version`.
+    fn current<V>(&self, version: i64, get: impl Fn(&Entries) -> Option<V>) -> Option<V> {
+        let entries = self.state.read().ok()?;
+        if entries.version == Some(version) {
+            get(&entries)
+        } else {
+            None
+        }
+    }
+
+    /// Marks `key` as being loaded by the caller, or, if another request is
+    /// already loading it, returns what to wait on.
+    fn start_loading(&self, key: (i64, EntryKey)) -> Result<Loading<'_>, watch::Receiver<()>> {
+        let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        match loading.entry(key) {
+            Entry::Occupied(entry) => Err(entry.get().clone()),
+            Entry::Vacant(entry) => {
+                let key = entry.key().clone();
+                let (done, load_done) = watch::channel(());
+                entry.insert(load_done);
+                Ok(Loading {
+                    loading: &self.loading,
+                    key,
+                    _done: done,
+                })
+            }
+        }
+    }
+
+    /// Keeps an entry loaded under `version`.
+    fn keep<V>(&self, version: i64, put: impl FnOnce(&mut Entries, V), loaded: V) {
+        let Ok(mut entries) = self.state.write() else {
+            return;
+        };
+        if entries.version != Some(version) || entries.len() >= MAX_ENTRIES {
+            // A newer version (or an older request) starts afresh; a
+            // request that read an older version must not fill the cache.
+            if entries.version.is_some_and(|current| current > version) {
+                return;
+            }
+            *entries = Entries {
+                version: Some(version),
+                ..Entries::default()
+            };
+        }
+        put(&mut entries, loaded);
     }
 
     pub async fn tenant_by_name(
@@ -111,6 +199,7 @@ impl ConfigCache {
         name: &str,
     ) -> StoreResult<Option<Tenant>> {
         self.cached(
+            || EntryKey::Tenant(name.to_owned()),
             |e| e.tenants.get(name).cloned(),
             |e, v| {
                 e.tenants.insert(name.to_owned(), v);
@@ -128,6 +217,7 @@ impl ConfigCache {
     ) -> StoreResult<Option<Arc<Client>>> {
         let key = (tenant.0, client_id.to_owned());
         self.cached(
+            || EntryKey::Client(key.0, key.1.clone()),
             |e| e.clients.get(&key).cloned(),
             |e, v| {
                 e.clients.insert(key.clone(), v);
@@ -147,6 +237,7 @@ impl ConfigCache {
     ) -> StoreResult<Arc<Vec<SigningKeyRecord>>> {
         let all = self
             .cached(
+                || EntryKey::Keys(tenant.0),
                 |e| e.keys.get(&tenant.0).cloned(),
                 |e, v| {
                     e.keys.insert(tenant.0, v);
@@ -201,6 +292,150 @@ impl ConfigCache {
             entries
                 .verified_jwts
                 .insert(token.to_owned(), (tenant.0, claims));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tessera_store::StoreError;
+    use tokio::sync::Semaphore;
+    use tokio::task::JoinHandle;
+
+    /// A cache whose loads of tenant "t" are counted and held at `gate`
+    /// until the test lets them through, one per permit. The first load fails if
+    /// `fail_first` is set.
+    struct Fixture {
+        cache: ConfigCache,
+        loads: AtomicUsize,
+        gate: Semaphore,
+        fail_first: bool,
+    }
+
+    impl Fixture {
+        fn new(fail_first: bool) -> Arc<Self> {
+            Arc::new(Fixture {
+                cache: ConfigCache::default(),
+                loads: AtomicUsize::new(0),
+                gate: Semaphore::new(0),
+                fail_first,
+            })
+        }
+
+        /// Looks up tenant "t" under configuration version 1, in a task.
+        fn spawn_lookup(self: &Arc<Self>) -> JoinHandle<StoreResult<Option<Tenant>>> {
+            let fixture = self.clone();
+            tokio::spawn(CONFIG_VERSION.scope(1, async move {
+                let fixture = &fixture;
+                fixture
+                    .cache
+                    .cached(
+                        || EntryKey::Tenant("t".to_owned()),
+                        |e| e.tenants.get("t").cloned(),
+                        |e, v| {
+                            e.tenants.insert("t".to_owned(), v);
+                        },
+                        || async move {
+                            let first = fixture.loads.fetch_add(1, Ordering::SeqCst) == 0;
+                            // Each permit lets one load through.
+                            fixture.gate.acquire().await.expect("gate open").forget();
+                            if first && fixture.fail_first {
+                                return Err(StoreError::Unavailable("test".to_owned()));
+                            }
+                            Ok(None)
+                        },
+                    )
+                    .await
+            }))
+        }
+
+        fn loads(&self) -> usize {
+            self.loads.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Lets every spawned task run until it waits (the test runtime has one
+    /// thread).
+    async fn let_tasks_run() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn answer(task: JoinHandle<StoreResult<Option<Tenant>>>) -> StoreResult<Option<Tenant>> {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("a waiting lookup was never woken")
+            .expect("the lookup task panicked")
+    }
+
+    #[tokio::test]
+    async fn lookups_that_miss_at_once_share_one_load() {
+        let fixture = Fixture::new(false);
+        let lookups: Vec<_> = (0..8).map(|_| fixture.spawn_lookup()).collect();
+        let_tasks_run().await;
+        assert_eq!(fixture.loads(), 1, "one load while it is on its way");
+
+        fixture.gate.add_permits(1);
+        for lookup in lookups {
+            assert!(matches!(answer(lookup).await, Ok(None)));
+        }
+        assert_eq!(fixture.loads(), 1);
+        // And the entry is kept.
+        assert!(matches!(answer(fixture.spawn_lookup()).await, Ok(None)));
+        assert_eq!(fixture.loads(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_load_lets_the_waiting_lookups_load() {
+        let fixture = Fixture::new(false);
+        let loader = fixture.spawn_lookup();
+        let_tasks_run().await;
+        let waiter = fixture.spawn_lookup();
+        let_tasks_run().await;
+        assert_eq!(fixture.loads(), 1);
+
+        // The loader's request goes away (the client hung up) mid-load.
+        loader.abort();
+        fixture.gate.add_permits(1);
+        assert!(matches!(answer(waiter).await, Ok(None)));
+        assert_eq!(fixture.loads(), 2, "the waiter loaded for itself");
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_fails_only_its_own_lookup() {
+        let fixture = Fixture::new(true);
+        let loader = fixture.spawn_lookup();
+        let_tasks_run().await;
+        let waiter = fixture.spawn_lookup();
+        let_tasks_run().await;
+
+        fixture.gate.add_permits(2);
+        assert!(matches!(
+            answer(loader).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(answer(waiter).await, Ok(None)));
+        assert_eq!(fixture.loads(), 2);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_load_the_next_lookups_share_one_load() {
+        let fixture = Fixture::new(true);
+        let loader = fixture.spawn_lookup();
+        let_tasks_run().await;
+        fixture.gate.add_permits(1);
+        assert!(answer(loader).await.is_err());
+
+        let lookups: Vec<_> = (0..3).map(|_| fixture.spawn_lookup()).collect();
+        let_tasks_run().await;
+        assert_eq!(fixture.loads(), 2, "one new load for the three lookups");
+        fixture.gate.add_permits(1);
+        for lookup in lookups {
+            assert!(matches!(answer(lookup).await, Ok(None)));
         }
     }
 }
