@@ -31,6 +31,11 @@
 //! have happened, and a rotation run twice would look like reuse. A caller
 //! hears of success only after the commit.
 //!
+//! A batch that has not committed within [`BATCH_TIMEOUT`] (a stuck
+//! connection, a database that stopped answering) fails every job in it as
+//! unavailable, as a failed commit does, and the next batch goes on: a
+//! stall costs the node's writes a few seconds, not their queue.
+//!
 //! No task runs while nothing is queued: the caller that finds the queue
 //! idle spawns the task that drains it, on its own runtime, and the task
 //! ends when the queue is empty. A job whose caller has gone before its
@@ -39,6 +44,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
@@ -57,6 +63,10 @@ const MAX_BATCH: usize = 512;
 /// batch, so a batch does not wait longer than this for a row lock (another
 /// node's batch, a purge): it fails, and its callers answer `503`.
 const BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '2s'";
+
+/// A batch's transaction that has not committed by then fails its jobs, so
+/// that a stuck connection does not hold up every later write of the node.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Both inserts of `sql.rs`'s `insert_access` and `insert_refresh`, for
 /// arrays of rows: one element per record, `NULL` where a field is absent.
@@ -115,13 +125,19 @@ struct Job {
 pub(crate) struct WriteBatch {
     pool: PgPool,
     queue: Arc<DrainQueue<Job>>,
+    timeout: Duration,
 }
 
 impl WriteBatch {
     pub(crate) fn new(pool: PgPool) -> Arc<Self> {
+        Self::with_timeout(pool, BATCH_TIMEOUT)
+    }
+
+    fn with_timeout(pool: PgPool, timeout: Duration) -> Arc<Self> {
         Arc::new(WriteBatch {
             pool,
             queue: Arc::new(DrainQueue::new()),
+            timeout,
         })
     }
 
@@ -193,12 +209,24 @@ impl WriteBatch {
 
     /// Does every job of `jobs` in one transaction.
     async fn transaction(&self, jobs: &[Job]) -> Result<Vec<Done>, Failed> {
-        let (tx, outcomes) = self
-            .transaction_until_commit(jobs)
+        let transaction = async {
+            let (tx, outcomes) = self
+                .transaction_until_commit(jobs)
+                .await
+                .map_err(Failed::Undone)?;
+            tx.commit().await.map_err(|e| Failed::AtCommit(e.into()))?;
+            Ok(outcomes)
+        };
+        // Cut short, the transaction is rolled back when sqlx next uses its
+        // connection. Whether its commit was sent is unknown, so it counts
+        // as a failed commit: not run again.
+        tokio::time::timeout(self.timeout, transaction)
             .await
-            .map_err(Failed::Undone)?;
-        tx.commit().await.map_err(|e| Failed::AtCommit(e.into()))?;
-        Ok(outcomes)
+            .unwrap_or_else(|_| {
+                Err(Failed::AtCommit(StoreError::Unavailable(
+                    "the database did not answer in time".into(),
+                )))
+            })
     }
 
     /// Everything of [`transaction`](Self::transaction) but its commit.
@@ -729,6 +757,65 @@ mod tests {
             1
         );
         assert_eq!(schema.count("SELECT count(*) FROM refresh_tokens").await, 1);
+        schema.drop().await;
+    }
+
+    /// A batch stuck in the database fails its jobs as unavailable once its
+    /// time is up; nothing of it is stored, and the next batch is done.
+    #[tokio::test]
+    async fn a_stuck_batch_fails_its_jobs_and_the_next_batch_is_done() {
+        let schema = Schema::new().await;
+        schema
+            .store(None, Some(refresh(1, "family-1", "client")))
+            .await;
+        // Inserting this access token keeps the batch's transaction busy
+        // for 4 s, as a database that stopped answering would.
+        for statement in [
+            "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.jti = 'stalls' THEN PERFORM pg_sleep(4); END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER stall BEFORE INSERT ON access_tokens \
+             FOR EACH ROW EXECUTE FUNCTION stall()",
+        ] {
+            sqlx::query(statement).execute(&schema.pool).await.unwrap();
+        }
+        let batch = WriteBatch::with_timeout(schema.pool.clone(), Duration::from_millis(500));
+        let outcomes = one_batch(
+            &batch,
+            vec![
+                rotate(1, 2, "jti-rotated", 5),
+                Work::Tokens {
+                    access: Some(access("stalls", "family-9", "client")),
+                    refresh: None,
+                },
+            ],
+        )
+        .await;
+        for outcome in &outcomes {
+            assert!(matches!(outcome, Err(StoreError::Unavailable(_))));
+        }
+
+        let outcomes = one_batch(&batch, vec![tokens(3, "client")]).await;
+        assert!(matches!(outcomes[0], Ok(Done::Stored)));
+        // The stuck transaction is rolled back once its statement ends: the
+        // lock its rotation took on token 1 is then released, the token
+        // unspent, and neither access token stored.
+        let unlocked = sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT used_at FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+        )
+        .bind(vec![1u8; 32])
+        .fetch_one(&schema.pool);
+        let used_at = tokio::time::timeout(Duration::from_secs(30), unlocked)
+            .await
+            .expect("the stuck transaction still holds its locks")
+            .unwrap();
+        assert_eq!(used_at, None);
+        assert_eq!(
+            schema
+                .count("SELECT count(*) FROM access_tokens WHERE jti IN ('stalls', 'jti-rotated')")
+                .await,
+            0
+        );
         schema.drop().await;
     }
 
