@@ -33,6 +33,13 @@ pub struct PostgresStore {
 /// A pooled connection idle for this long is pinged before it is handed out.
 const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A query of the hot path (the configuration version, a batch of writes, a
+/// round of token reads) that has not answered by then is taken as stuck: a
+/// connection that stopped answering, say. Its callers hear `Unavailable`
+/// (`503`), and the node's later queries go on without it instead of
+/// queueing behind it.
+const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/database`, with any
     /// libpq-style parameters sqlx accepts, such as
@@ -95,11 +102,14 @@ impl PostgresStore {
     async fn read_config_version(&self) -> StoreResult<i64> {
         self.version
             .get(|| async {
-                Ok(
-                    sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
-                        .fetch_one(&self.pool)
-                        .await?,
-                )
+                let read = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+                    .fetch_one(&self.pool);
+                match tokio::time::timeout(STUCK_AFTER, read).await {
+                    Ok(version) => Ok(version?),
+                    Err(_) => Err(StoreError::Unavailable(
+                        "the configuration version was not read in time".into(),
+                    )),
+                }
             })
             .await
     }
@@ -132,3 +142,37 @@ impl PostgresStore {
 }
 
 crate::sql::sql_store!(PostgresStore, sqlx::Postgres);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::test_support::Schema;
+
+    /// A version read that does not answer (here, the table is locked)
+    /// fails as unavailable instead of holding up every request of the
+    /// node, and the next read, once the database answers, succeeds.
+    #[tokio::test]
+    async fn a_stuck_version_read_fails_and_the_next_one_succeeds() {
+        let schema = Schema::new().await;
+        let store = PostgresStore::connect(&schema.url, &PoolSettings::default())
+            .await
+            .unwrap();
+        let mut locker = schema.pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE config_version IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *locker)
+            .await
+            .unwrap();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            store.read_config_version(),
+        );
+        assert!(matches!(
+            read.await.expect("the read never gave up"),
+            Err(StoreError::Unavailable(_))
+        ));
+        locker.rollback().await.unwrap();
+        assert!(store.read_config_version().await.is_ok());
+        store.pool.close().await;
+        schema.drop().await;
+    }
+}

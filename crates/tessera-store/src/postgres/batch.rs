@@ -31,7 +31,7 @@
 //! have happened, and a rotation run twice would look like reuse. A caller
 //! hears of success only after the commit.
 //!
-//! A batch that has not committed within [`BATCH_TIMEOUT`] (a stuck
+//! A batch that has not committed within `STUCK_AFTER` (5 s; a stuck
 //! connection, a database that stopped answering) fails every job in it as
 //! unavailable, as a failed commit does, and the next batch goes on: a
 //! stall costs the node's writes a few seconds, not their queue.
@@ -63,10 +63,6 @@ const MAX_BATCH: usize = 512;
 /// batch, so a batch does not wait longer than this for a row lock (another
 /// node's batch, a purge): it fails, and its callers answer `503`.
 const BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '2s'";
-
-/// A batch's transaction that has not committed by then fails its jobs, so
-/// that a stuck connection does not hold up every later write of the node.
-const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Both inserts of `sql.rs`'s `insert_access` and `insert_refresh`, for
 /// arrays of rows: one element per record, `NULL` where a field is absent.
@@ -130,7 +126,7 @@ pub(crate) struct WriteBatch {
 
 impl WriteBatch {
     pub(crate) fn new(pool: PgPool) -> Arc<Self> {
-        Self::with_timeout(pool, BATCH_TIMEOUT)
+        Self::with_timeout(pool, super::STUCK_AFTER)
     }
 
     fn with_timeout(pool: PgPool, timeout: Duration) -> Arc<Self> {

@@ -10,6 +10,8 @@ use tessera_core::{AccessTokenRecord, RefreshTokenRecord};
 pub(crate) struct Schema {
     admin: String,
     name: String,
+    /// The URL of the schema, for a store of its own.
+    pub(crate) url: String,
     pub(crate) pool: PgPool,
 }
 
@@ -47,6 +49,7 @@ impl Schema {
         Schema {
             admin,
             name,
+            url,
             pool: store.pool,
         }
     }

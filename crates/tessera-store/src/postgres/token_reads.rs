@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::postgres::{PgHasArrayType, PgRow};
 use sqlx::{PgPool, Postgres, Row};
@@ -30,10 +29,6 @@ use crate::{StoreError, StoreResult};
 
 /// Lookups in one round at most.
 const MAX_ROUND: usize = 512;
-
-/// A round's query that has not answered by then fails its lookups, so that
-/// a stuck connection does not hold up every later lookup of the node.
-const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One caller's lookup of a token of `tenant` by `key`.
 struct Pending<K, T> {
@@ -163,7 +158,7 @@ impl TokenReads {
         }
         let keys: Vec<K> = lookups.iter().map(|lookup| lookup.key.clone()).collect();
         let query = sqlx::query(sql).bind(keys).fetch_all(&self.pool);
-        let rows = match tokio::time::timeout(ROUND_TIMEOUT, query).await {
+        let rows = match tokio::time::timeout(super::STUCK_AFTER, query).await {
             Ok(Ok(rows)) => rows_by_key::<K>(rows, key_column),
             Ok(Err(error)) => Err(error.into()),
             Err(_) => Err(StoreError::Unavailable("a token read timed out".into())),
