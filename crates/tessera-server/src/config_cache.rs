@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use tessera_core::jwt::VerifiedClaims;
 use tessera_core::{Client, SigningKeyRecord, Tenant, TenantId, UnixTime};
@@ -32,6 +33,11 @@ const MAX_ENTRIES: usize = 50_000;
 
 /// Verified JWTs kept at most (about 1 KiB each); past it they start afresh.
 const MAX_VERIFIED_JWTS: usize = 4_096;
+
+/// The longest a request waits for another's load of the entry it missed
+/// before it loads for itself: a load stuck on a connection that stopped
+/// answering must not hold up every request that needs the same entry.
+const LONGEST_WAIT_FOR_LOAD: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct ConfigCache {
@@ -131,11 +137,12 @@ impl ConfigCache {
                 // A load made under the same version is as fresh as ours
                 // would be. `changed` returns when the loader drops its
                 // sender: loaded, failed or cancelled.
-                let _ = load_done.changed().await;
+                let _ = tokio::time::timeout(LONGEST_WAIT_FOR_LOAD, load_done.changed()).await;
                 if let Some(found) = self.current(version, &get) {
                     return Ok(found);
                 }
-                // It failed or was cancelled: this request loads for itself.
+                // It failed, was cancelled or is stuck: this request loads
+                // for itself.
                 None
             }
         };
@@ -306,22 +313,30 @@ mod tests {
     use tokio::task::JoinHandle;
 
     /// A cache whose loads of tenant "t" are counted and held at `gate`
-    /// until the test lets them through, one per permit. The first load fails if
-    /// `fail_first` is set.
+    /// until the test lets them through, one per permit. The first load
+    /// behaves as `first` says.
     struct Fixture {
         cache: ConfigCache,
         loads: AtomicUsize,
         gate: Semaphore,
-        fail_first: bool,
+        first: FirstLoad,
+    }
+
+    #[derive(PartialEq)]
+    enum FirstLoad {
+        Succeeds,
+        Fails,
+        /// Never ends, as on a connection that stopped answering.
+        Hangs,
     }
 
     impl Fixture {
-        fn new(fail_first: bool) -> Arc<Self> {
+        fn new(first: FirstLoad) -> Arc<Self> {
             Arc::new(Fixture {
                 cache: ConfigCache::default(),
                 loads: AtomicUsize::new(0),
                 gate: Semaphore::new(0),
-                fail_first,
+                first,
             })
         }
 
@@ -340,9 +355,12 @@ mod tests {
                         },
                         || async move {
                             let first = fixture.loads.fetch_add(1, Ordering::SeqCst) == 0;
+                            if first && fixture.first == FirstLoad::Hangs {
+                                std::future::pending::<()>().await;
+                            }
                             // Each permit lets one load through.
                             fixture.gate.acquire().await.expect("gate open").forget();
-                            if first && fixture.fail_first {
+                            if first && fixture.first == FirstLoad::Fails {
                                 return Err(StoreError::Unavailable("test".to_owned()));
                             }
                             Ok(None)
@@ -374,7 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn lookups_that_miss_at_once_share_one_load() {
-        let fixture = Fixture::new(false);
+        let fixture = Fixture::new(FirstLoad::Succeeds);
         let lookups: Vec<_> = (0..8).map(|_| fixture.spawn_lookup()).collect();
         let_tasks_run().await;
         assert_eq!(fixture.loads(), 1, "one load while it is on its way");
@@ -391,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_load_lets_the_waiting_lookups_load() {
-        let fixture = Fixture::new(false);
+        let fixture = Fixture::new(FirstLoad::Succeeds);
         let loader = fixture.spawn_lookup();
         let_tasks_run().await;
         let waiter = fixture.spawn_lookup();
@@ -407,7 +425,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_load_fails_only_its_own_lookup() {
-        let fixture = Fixture::new(true);
+        let fixture = Fixture::new(FirstLoad::Fails);
         let loader = fixture.spawn_lookup();
         let_tasks_run().await;
         let waiter = fixture.spawn_lookup();
@@ -424,7 +442,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_failed_load_the_next_lookups_share_one_load() {
-        let fixture = Fixture::new(true);
+        let fixture = Fixture::new(FirstLoad::Fails);
         let loader = fixture.spawn_lookup();
         let_tasks_run().await;
         fixture.gate.add_permits(1);
@@ -437,5 +455,26 @@ mod tests {
         for lookup in lookups {
             assert!(matches!(answer(lookup).await, Ok(None)));
         }
+    }
+
+    /// A load that never ends holds up the lookups waiting for it only so
+    /// long; then each loads for itself. (Tokio's clock is paused: it
+    /// jumps to the next timer when every task waits.)
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_load_holds_up_the_waiting_lookups_only_so_long() {
+        let fixture = Fixture::new(FirstLoad::Hangs);
+        let _hung = fixture.spawn_lookup();
+        let_tasks_run().await;
+        let waiter = fixture.spawn_lookup();
+        let_tasks_run().await;
+        assert_eq!(fixture.loads(), 1);
+
+        fixture.gate.add_permits(1);
+        let answer = tokio::time::timeout(LONGEST_WAIT_FOR_LOAD * 2, waiter)
+            .await
+            .expect("the waiter waited for the hung load")
+            .expect("the lookup task panicked");
+        assert!(matches!(answer, Ok(None)));
+        assert_eq!(fixture.loads(), 2, "the waiter loaded for itself");
     }
 }
