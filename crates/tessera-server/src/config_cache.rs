@@ -312,6 +312,8 @@ mod tests {
     use tokio::sync::Semaphore;
     use tokio::task::JoinHandle;
 
+    type Lookup = JoinHandle<StoreResult<Option<Tenant>>>;
+
     /// A cache whose loads of tenant "t" are counted and held at `gate`
     /// until the test lets them through, one per permit. The first load
     /// behaves as `first` says.
@@ -341,7 +343,7 @@ mod tests {
         }
 
         /// Looks up tenant "t" under configuration version 1, in a task.
-        fn spawn_lookup(self: &Arc<Self>) -> JoinHandle<StoreResult<Option<Tenant>>> {
+        fn spawn_lookup(self: &Arc<Self>) -> Lookup {
             let fixture = self.clone();
             tokio::spawn(CONFIG_VERSION.scope(1, async move {
                 let fixture = &fixture;
@@ -368,6 +370,16 @@ mod tests {
                     )
                     .await
             }))
+        }
+
+        /// A lookup that misses and loads, then one that waits for it.
+        async fn loader_and_waiter(self: &Arc<Self>) -> (Lookup, Lookup) {
+            let loader = self.spawn_lookup();
+            let_tasks_run().await;
+            let waiter = self.spawn_lookup();
+            let_tasks_run().await;
+            assert_eq!(self.loads(), 1);
+            (loader, waiter)
         }
 
         fn loads(&self) -> usize {
@@ -410,11 +422,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_load_lets_the_waiting_lookups_load() {
         let fixture = Fixture::new(FirstLoad::Succeeds);
-        let loader = fixture.spawn_lookup();
-        let_tasks_run().await;
-        let waiter = fixture.spawn_lookup();
-        let_tasks_run().await;
-        assert_eq!(fixture.loads(), 1);
+        let (loader, waiter) = fixture.loader_and_waiter().await;
 
         // The loader's request goes away (the client hung up) mid-load.
         loader.abort();
@@ -426,10 +434,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_load_fails_only_its_own_lookup() {
         let fixture = Fixture::new(FirstLoad::Fails);
-        let loader = fixture.spawn_lookup();
-        let_tasks_run().await;
-        let waiter = fixture.spawn_lookup();
-        let_tasks_run().await;
+        let (loader, waiter) = fixture.loader_and_waiter().await;
 
         fixture.gate.add_permits(2);
         assert!(matches!(
@@ -463,11 +468,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hung_load_holds_up_the_waiting_lookups_only_so_long() {
         let fixture = Fixture::new(FirstLoad::Hangs);
-        let _hung = fixture.spawn_lookup();
-        let_tasks_run().await;
-        let waiter = fixture.spawn_lookup();
-        let_tasks_run().await;
-        assert_eq!(fixture.loads(), 1);
+        let (_hung, waiter) = fixture.loader_and_waiter().await;
 
         fixture.gate.add_permits(1);
         let answer = tokio::time::timeout(LONGEST_WAIT_FOR_LOAD * 2, waiter)
