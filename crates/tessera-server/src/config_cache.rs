@@ -307,7 +307,6 @@ impl ConfigCache {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
     use tessera_store::StoreError;
     use tokio::sync::Semaphore;
     use tokio::task::JoinHandle;
@@ -395,14 +394,17 @@ mod tests {
         }
     }
 
-    async fn answer(task: JoinHandle<StoreResult<Option<Tenant>>>) -> StoreResult<Option<Tenant>> {
-        tokio::time::timeout(Duration::from_secs(5), task)
+    /// The answer of a lookup. The tests run on a paused clock, which moves
+    /// only when every task waits on a timer: a waiter that was never woken
+    /// would reach this shorter timeout before its own wait ran out.
+    async fn answer(task: Lookup) -> StoreResult<Option<Tenant>> {
+        tokio::time::timeout(LONGEST_WAIT_FOR_LOAD / 2, task)
             .await
             .expect("a waiting lookup was never woken")
             .expect("the lookup task panicked")
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn lookups_that_miss_at_once_share_one_load() {
         let fixture = Fixture::new(FirstLoad::Succeeds);
         let lookups: Vec<_> = (0..8).map(|_| fixture.spawn_lookup()).collect();
@@ -419,7 +421,7 @@ mod tests {
         assert_eq!(fixture.loads(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_cancelled_load_lets_the_waiting_lookups_load() {
         let fixture = Fixture::new(FirstLoad::Succeeds);
         let (loader, waiter) = fixture.loader_and_waiter().await;
@@ -431,7 +433,7 @@ mod tests {
         assert_eq!(fixture.loads(), 2, "the waiter loaded for itself");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failed_load_fails_only_its_own_lookup() {
         let fixture = Fixture::new(FirstLoad::Fails);
         let (loader, waiter) = fixture.loader_and_waiter().await;
@@ -445,7 +447,7 @@ mod tests {
         assert_eq!(fixture.loads(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn after_a_failed_load_the_next_lookups_share_one_load() {
         let fixture = Fixture::new(FirstLoad::Fails);
         let loader = fixture.spawn_lookup();

@@ -37,7 +37,9 @@ const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1
 /// round of token reads) that has not answered by then is taken as stuck: a
 /// connection that stopped answering, say. Its callers hear `Unavailable`
 /// (`503`), and the node's later queries go on without it instead of
-/// queueing behind it.
+/// queueing behind it. sqlx gives the connection back to the pool once the
+/// query in flight has ended; a dead one keeps its place in the pool until
+/// the operating system gives up on it.
 const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl PostgresStore {

@@ -31,10 +31,12 @@
 //! have happened, and a rotation run twice would look like reuse. A caller
 //! hears of success only after the commit.
 //!
-//! A batch that has not committed within `STUCK_AFTER` (5 s; a stuck
-//! connection, a database that stopped answering) fails every job in it as
-//! unavailable, as a failed commit does, and the next batch goes on: a
-//! stall costs the node's writes a few seconds, not their queue.
+//! A batch whose statements have not answered within `STUCK_AFTER` (5 s; a
+//! stuck connection, a database that stopped answering) is rolled back and
+//! fails every job in it as unavailable. One whose commit has not answered
+//! within 5 s more fails them as a failed commit does: it may have
+//! happened. Either way the next batch goes on: a stall costs the node's
+//! writes seconds, not their queue.
 //!
 //! No task runs while nothing is queued: the caller that finds the queue
 //! idle spawns the task that drains it, on its own runtime, and the task
@@ -61,8 +63,11 @@ const MAX_BATCH: usize = 512;
 
 /// Begins a batch's transaction. Every token write of the node waits for the
 /// batch, so a batch does not wait longer than this for a row lock (another
-/// node's batch, a purge): it fails, and its callers answer `503`.
-const BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '2s'";
+/// node's batch, a purge): it fails, and its callers answer `503`. A
+/// statement still running after the batch gave up on it (`STUCK_AFTER`) is
+/// cancelled by the server at 10 s, which ends its transaction and frees its
+/// row locks.
+const BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '10s'";
 
 /// Both inserts of `sql.rs`'s `insert_access` and `insert_refresh`, for
 /// arrays of rows: one element per record, `NULL` where a field is absent.
@@ -205,24 +210,20 @@ impl WriteBatch {
 
     /// Does every job of `jobs` in one transaction.
     async fn transaction(&self, jobs: &[Job]) -> Result<Vec<Done>, Failed> {
-        let transaction = async {
-            let (tx, outcomes) = self
-                .transaction_until_commit(jobs)
+        let stuck = || StoreError::Unavailable("the database did not answer in time".into());
+        // Cut short before its commit, the transaction is rolled back: sqlx
+        // sends the ROLLBACK once the statement in flight has ended.
+        let (tx, outcomes) =
+            tokio::time::timeout(self.timeout, self.transaction_until_commit(jobs))
                 .await
+                .map_err(|_| Failed::Undone(stuck()))?
                 .map_err(Failed::Undone)?;
-            tx.commit().await.map_err(|e| Failed::AtCommit(e.into()))?;
-            Ok(outcomes)
-        };
-        // Cut short, the transaction is rolled back when sqlx next uses its
-        // connection. Whether its commit was sent is unknown, so it counts
-        // as a failed commit: not run again.
-        tokio::time::timeout(self.timeout, transaction)
+        // Cut short at its commit, it may have happened.
+        tokio::time::timeout(self.timeout, tx.commit())
             .await
-            .unwrap_or_else(|_| {
-                Err(Failed::AtCommit(StoreError::Unavailable(
-                    "the database did not answer in time".into(),
-                )))
-            })
+            .map_err(|_| Failed::AtCommit(stuck()))?
+            .map_err(|e| Failed::AtCommit(e.into()))?;
+        Ok(outcomes)
     }
 
     /// Everything of [`transaction`](Self::transaction) but its commit.
@@ -775,7 +776,9 @@ mod tests {
         ] {
             sqlx::query(statement).execute(&schema.pool).await.unwrap();
         }
-        let batch = WriteBatch::with_timeout(schema.pool.clone(), Duration::from_millis(500));
+        // Long enough for the next batch on a busy machine, well under the
+        // stall.
+        let batch = WriteBatch::with_timeout(schema.pool.clone(), Duration::from_secs(2));
         let outcomes = one_batch(
             &batch,
             vec![
