@@ -35,8 +35,9 @@
 //! stuck connection, a database that stopped answering) is rolled back and
 //! fails every job in it as unavailable. One whose commit has not answered
 //! within 5 s more fails them as a failed commit does: it may have
-//! happened. Either way the next batch goes on: a stall costs the node's
-//! writes seconds, not their queue.
+//! happened. Either way the next batch goes on, and when the jobs of a
+//! failed batch run alone, those after the first that timed out fail at
+//! once: a stall costs the node's writes seconds, not their queue.
 //!
 //! No task runs while nothing is queued: the caller that finds the queue
 //! idle spawns the task that drains it, on its own runtime, and the task
@@ -185,8 +186,15 @@ impl WriteBatch {
                 if jobs.len() > 1 && !matches!(error, StoreError::Unavailable(_)) =>
             {
                 tracing::debug!(%error, "a batch of writes failed; running each alone");
+                // Once the database has stopped answering, the jobs left fail
+                // at once rather than taking `STUCK_AFTER` each.
+                let mut unavailable: Option<StoreError> = None;
                 for job in jobs {
                     if job.reply.is_closed() {
+                        continue;
+                    }
+                    if let Some(error) = &unavailable {
+                        let _ = job.reply.send(Err(error.clone()));
                         continue;
                     }
                     let alone = match self.transaction(std::slice::from_ref(&job)).await {
@@ -195,6 +203,9 @@ impl WriteBatch {
                             .ok_or_else(|| StoreError::Internal("a write came to nothing".into())),
                         Err(Failed::Undone(error) | Failed::AtCommit(error)) => Err(error),
                     };
+                    if let Err(error @ StoreError::Unavailable(_)) = &alone {
+                        unavailable = Some(error.clone());
+                    }
                     let _ = job.reply.send(alone);
                 }
             }
@@ -757,6 +768,57 @@ mod tests {
         schema.drop().await;
     }
 
+    /// Makes inserting the access token `stalls`, from its attempt number
+    /// `from` on (1 for the first), keep its transaction busy for 4 s, as a
+    /// database that stopped answering would. The attempts are counted by a
+    /// sequence, which a rollback does not undo.
+    async fn stall_inserts_of_stalls(schema: &Schema, from: i64) {
+        for statement in [
+            "CREATE SEQUENCE stall_attempts".to_owned(),
+            format!(
+                "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.jti = 'stalls' AND nextval('stall_attempts') >= {from} \
+                 THEN PERFORM pg_sleep(4); END IF; RETURN NEW; END $$"
+            ),
+            "CREATE TRIGGER stall BEFORE INSERT ON access_tokens \
+             FOR EACH ROW EXECUTE FUNCTION stall()"
+                .to_owned(),
+        ] {
+            sqlx::query(&statement).execute(&schema.pool).await.unwrap();
+        }
+    }
+
+    /// A batch that failed (a grant whose client is gone) runs each job
+    /// alone; once one of them is stuck, the jobs after it fail at once
+    /// instead of each waiting out its own time.
+    #[tokio::test]
+    async fn after_a_stuck_job_run_alone_the_rest_fail_at_once() {
+        let schema = Schema::new().await;
+        // Not when the three are inserted together, which fails on the
+        // first's client, but when `stalls` is inserted alone.
+        stall_inserts_of_stalls(&schema, 2).await;
+        let batch = WriteBatch::with_timeout(schema.pool.clone(), Duration::from_secs(2));
+        let outcomes = one_batch(
+            &batch,
+            vec![
+                Work::Tokens {
+                    access: Some(access("jti-1", "family-1", "gone")),
+                    refresh: None,
+                },
+                Work::Tokens {
+                    access: Some(access("stalls", "family-2", "client")),
+                    refresh: None,
+                },
+                tokens(3, "client"),
+            ],
+        )
+        .await;
+        assert!(matches!(outcomes[0], Err(StoreError::NotFound)));
+        assert!(matches!(outcomes[1], Err(StoreError::Unavailable(_))));
+        assert!(matches!(outcomes[2], Err(StoreError::Unavailable(_))));
+        schema.drop().await;
+    }
+
     /// A batch stuck in the database fails its jobs as unavailable once its
     /// time is up; nothing of it is stored, and the next batch is done.
     #[tokio::test]
@@ -765,17 +827,7 @@ mod tests {
         schema
             .store(None, Some(refresh(1, "family-1", "client")))
             .await;
-        // Inserting this access token keeps the batch's transaction busy
-        // for 4 s, as a database that stopped answering would.
-        for statement in [
-            "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN IF NEW.jti = 'stalls' THEN PERFORM pg_sleep(4); END IF; \
-             RETURN NEW; END $$",
-            "CREATE TRIGGER stall BEFORE INSERT ON access_tokens \
-             FOR EACH ROW EXECUTE FUNCTION stall()",
-        ] {
-            sqlx::query(statement).execute(&schema.pool).await.unwrap();
-        }
+        stall_inserts_of_stalls(&schema, 1).await;
         // Long enough for the next batch on a busy machine, well under the
         // stall.
         let batch = WriteBatch::with_timeout(schema.pool.clone(), Duration::from_secs(2));
