@@ -42,6 +42,20 @@ const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1
 /// the operating system gives up on it.
 const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The outcome of `query`, or `Unavailable` if it has not answered within
+/// `limit` (see [`STUCK_AFTER`]).
+async fn answered_within<T, E: Into<StoreError>>(
+    limit: std::time::Duration,
+    query: impl std::future::Future<Output = Result<T, E>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(limit, query).await {
+        Ok(outcome) => outcome.map_err(Into::into),
+        Err(_) => Err(StoreError::Unavailable(
+            "the database did not answer in time".into(),
+        )),
+    }
+}
+
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/database`, with any
     /// libpq-style parameters sqlx accepts, such as
@@ -106,12 +120,7 @@ impl PostgresStore {
             .get(|| async {
                 let read = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
                     .fetch_one(&self.pool);
-                match tokio::time::timeout(STUCK_AFTER, read).await {
-                    Ok(version) => Ok(version?),
-                    Err(_) => Err(StoreError::Unavailable(
-                        "the configuration version was not read in time".into(),
-                    )),
-                }
+                answered_within(STUCK_AFTER, read).await
             })
             .await
     }

@@ -221,19 +221,16 @@ impl WriteBatch {
 
     /// Does every job of `jobs` in one transaction.
     async fn transaction(&self, jobs: &[Job]) -> Result<Vec<Done>, Failed> {
-        let stuck = || StoreError::Unavailable("the database did not answer in time".into());
         // Cut short before its commit, the transaction is rolled back: sqlx
         // sends the ROLLBACK once the statement in flight has ended.
         let (tx, outcomes) =
-            tokio::time::timeout(self.timeout, self.transaction_until_commit(jobs))
+            super::answered_within(self.timeout, self.transaction_until_commit(jobs))
                 .await
-                .map_err(|_| Failed::Undone(stuck()))?
                 .map_err(Failed::Undone)?;
         // Cut short at its commit, it may have happened.
-        tokio::time::timeout(self.timeout, tx.commit())
+        super::answered_within(self.timeout, tx.commit())
             .await
-            .map_err(|_| Failed::AtCommit(stuck()))?
-            .map_err(|e| Failed::AtCommit(e.into()))?;
+            .map_err(Failed::AtCommit)?;
         Ok(outcomes)
     }
 

@@ -158,11 +158,9 @@ impl TokenReads {
         }
         let keys: Vec<K> = lookups.iter().map(|lookup| lookup.key.clone()).collect();
         let query = sqlx::query(sql).bind(keys).fetch_all(&self.pool);
-        let rows = match tokio::time::timeout(super::STUCK_AFTER, query).await {
-            Ok(Ok(rows)) => rows_by_key::<K>(rows, key_column),
-            Ok(Err(error)) => Err(error.into()),
-            Err(_) => Err(StoreError::Unavailable("a token read timed out".into())),
-        };
+        let rows = super::answered_within(super::STUCK_AFTER, query)
+            .await
+            .and_then(|rows| rows_by_key::<K>(rows, key_column));
         let rows = match rows {
             Ok(rows) => rows,
             Err(error) => {
