@@ -1,9 +1,8 @@
 //! What the token, revocation and introspection endpoints share: a
 //! form-encoded POST from an authenticated client (RFC 6749 §2.3, §3.2).
 
-use axum::body::Body;
-use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request};
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -23,13 +22,16 @@ pub struct ClientRequest {
 }
 
 impl ClientRequest {
+    /// Takes the request whole: axum's `HeaderMap` extractor would copy
+    /// every header of every token request.
     pub async fn read(
         state: &AppState,
         path: Result<Path<String>, PathRejection>,
-        headers: &HeaderMap,
-        body: Body,
+        request: Request,
     ) -> Result<Self, TokenError> {
         let tenant = super::tenant(state, path).await?;
+        let (parts, body) = request.into_parts();
+        let headers = &parts.headers;
         let form = read_form(headers, body)
             .await
             .map_err(|error| match error {

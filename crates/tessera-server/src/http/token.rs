@@ -1,9 +1,8 @@
 //! `POST {issuer}/token` (RFC 6749 §3.2).
 
-use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tessera_core::TokenError;
 
@@ -16,11 +15,10 @@ pub async fn token(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     super::ClientAddress(address): super::ClientAddress,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let now = super::now();
-    match handle(&state, path, &headers, body, address, now).await {
+    match handle(&state, path, request, address, now).await {
         Ok(response) => {
             let mut response = (StatusCode::OK, axum::Json(response)).into_response();
             no_store(&mut response);
@@ -33,8 +31,7 @@ pub async fn token(
 async fn handle(
     state: &AppState,
     path: Result<Path<String>, PathRejection>,
-    headers: &HeaderMap,
-    body: Body,
+    request: Request,
     address: Option<std::net::IpAddr>,
     now: tessera_core::UnixTime,
 ) -> Result<crate::service::token::TokenResponse, TokenError> {
@@ -42,7 +39,7 @@ async fn handle(
         tenant,
         form,
         client,
-    } = ClientRequest::read(state, path, headers, body).await?;
+    } = ClientRequest::read(state, path, request).await?;
     let single = |name| {
         form.single(name)
             .map_err(|_| TokenError::InvalidRequest("a request parameter is repeated"))

@@ -1,10 +1,9 @@
 //! `POST {issuer}/revoke` (RFC 7009) and `POST {issuer}/introspect` (RFC 7662,
 //! RFC 9701).
 
-use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tessera_core::TokenError;
 
@@ -18,12 +17,11 @@ const INTROSPECTION_JWT: &str = "application/token-introspection+jwt";
 pub async fn revocation(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let now = super::now();
     let outcome = async {
-        let request = ClientRequest::read(&state, path, &headers, body).await?;
+        let request = ClientRequest::read(&state, path, request).await?;
         let repeated = |_| TokenError::InvalidRequest("a request parameter is repeated");
         let token = request
             .form
@@ -48,11 +46,11 @@ pub async fn revocation(
 pub async fn introspection(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let now = super::now();
-    let wants_jwt = headers
+    let wants_jwt = request
+        .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| {
@@ -61,7 +59,7 @@ pub async fn introspection(
                 .any(|media| media.trim().starts_with(INTROSPECTION_JWT))
         });
     let outcome = async {
-        let request = ClientRequest::read(&state, path, &headers, body).await?;
+        let request = ClientRequest::read(&state, path, request).await?;
         // RFC 7662 §2.1: the caller is a protected resource, a confidential client.
         if request.client.is_public() {
             return Err(TokenError::InvalidClient {
