@@ -87,10 +87,12 @@ pub fn decode_component(raw: &[u8]) -> Result<String, FormError> {
     } else {
         raw
     };
-    percent_decode(raw)
-        .decode_utf8()
-        .map(std::borrow::Cow::into_owned)
-        .map_err(|_| FormError::NotUtf8)
+    // Decoded into a buffer of the encoded length, which the result never
+    // exceeds: `decode_utf8` grows its copy of a component with a `%` in it
+    // by `realloc`s, each of which takes a lock of the allocator.
+    let mut decoded = Vec::with_capacity(raw.len());
+    decoded.extend(percent_decode(raw));
+    String::from_utf8(decoded).map_err(|_| FormError::NotUtf8)
 }
 
 #[cfg(test)]

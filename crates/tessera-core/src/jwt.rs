@@ -95,7 +95,7 @@ impl SigningKey {
 
     /// Signs `claims` as a compact JWS with header `typ: at+jwt` (RFC 9068 §2.1).
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, KeyError> {
-        let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Signing)?;
+        let payload = claims_json(claims)?;
         let mut token =
             String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 100);
         token.push_str(&self.encoded_header);
@@ -118,7 +118,7 @@ impl SigningKey {
         let header = serde_json::json!({"alg": "ES256", "typ": typ, "kid": self.kid});
         let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
         token.push('.');
-        let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Signing)?;
+        let payload = claims_json(claims)?;
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let signature = self
             .pair
@@ -128,6 +128,17 @@ impl SigningKey {
         URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
         Ok(token)
     }
+}
+
+/// The claims as JSON, in a buffer that usually holds them at once.
+/// `serde_json::to_vec` starts at 128 bytes and grows by `realloc`, which in
+/// glibc always takes the lock of the arena the memory came from; memory
+/// moves between the worker threads' arenas, so two workers signing at once
+/// queued on each other's lock.
+fn claims_json<C: Serialize>(claims: &C) -> Result<Vec<u8>, KeyError> {
+    let mut payload = Vec::with_capacity(512);
+    serde_json::to_writer(&mut payload, claims).map_err(|_| KeyError::Signing)?;
+    Ok(payload)
 }
 
 /// The claims of a JWT access token (RFC 9068 §2.2).

@@ -128,8 +128,13 @@ impl SecretHasher {
         if secret.len() != TIME_ORDERED_LEN {
             return hash;
         }
-        match URL_SAFE_NO_PAD.decode(&secret.as_bytes()[..8]) {
-            Ok(mut key) => {
+        // Eight base64url characters are six bytes. The key is allocated at
+        // its full length: growing it would cost a `realloc` per token.
+        let mut time = [0u8; 6];
+        match URL_SAFE_NO_PAD.decode_slice(&secret.as_bytes()[..8], &mut time) {
+            Ok(written) => {
+                let mut key = Vec::with_capacity(written + hash.0.len());
+                key.extend_from_slice(&time[..written]);
                 key.extend_from_slice(&hash.0);
                 SecretHash(key)
             }

@@ -111,7 +111,14 @@ impl AppState {
 
     /// The issuer identifier of a tenant (RFC 8414 §2).
     pub fn issuer(&self, tenant: &TenantName) -> String {
-        format!("{}/t/{}", self.public_url, tenant)
+        // Sized at once: on the token path, a `format!` that grows its
+        // buffer costs `realloc`s (see `jwt::claims_json`).
+        let tenant = tenant.as_str();
+        let mut issuer = String::with_capacity(self.public_url.len() + 3 + tenant.len());
+        issuer.push_str(&self.public_url);
+        issuer.push_str("/t/");
+        issuer.push_str(tenant);
+        issuer
     }
 
     pub(crate) fn cached_signing_key(&self, kid: &str) -> Option<Arc<SigningKey>> {

@@ -8,6 +8,7 @@ mod branding;
 mod client_request;
 mod discovery;
 mod errors;
+mod json;
 mod pages;
 mod token;
 mod token_state;

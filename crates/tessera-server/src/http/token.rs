@@ -2,14 +2,14 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tessera_core::TokenError;
 
 use super::client_request::ClientRequest;
 use super::errors::{no_store, token_error_response};
+use super::json::json_response;
 use crate::AppState;
-use crate::service::token::{TokenParams, exchange};
+use crate::service::token::{TokenParams, TokenResponse, exchange};
 
 pub async fn token(
     State(state): State<AppState>,
@@ -18,9 +18,11 @@ pub async fn token(
     request: Request,
 ) -> Response {
     let now = super::now();
-    match handle(&state, path, request, address, now).await {
-        Ok(response) => {
-            let mut response = (StatusCode::OK, axum::Json(response)).into_response();
+    match handle(&state, path, request, address, now)
+        .await
+        .and_then(|response| token_response(&response))
+    {
+        Ok(mut response) => {
             no_store(&mut response);
             response
         }
@@ -56,4 +58,13 @@ async fn handle(
         client_address: address,
     };
     exchange(state, &tenant, &client, &params, now).await
+}
+
+/// The JSON of a successful response (RFC 6749 §5.1), in a buffer sized
+/// for its tokens.
+fn token_response(response: &TokenResponse) -> Result<Response, TokenError> {
+    let tokens = response.access_token.len()
+        + response.refresh_token.as_ref().map_or(0, String::len)
+        + response.scope.len();
+    json_response(response, tokens + 128)
 }

@@ -9,6 +9,7 @@ use tessera_core::TokenError;
 
 use super::client_request::ClientRequest;
 use super::errors::{no_store, token_error_response};
+use super::json::json_response;
 use crate::AppState;
 use crate::service::token_state::{TypeHint, introspect, introspection_jwt, revoke};
 
@@ -85,7 +86,8 @@ pub async fn introspection(
             );
             Ok(response)
         } else {
-            Ok(axum::Json(answer).into_response())
+            // An answer about an active token is a few hundred bytes.
+            json_response(&answer, 1024)
         }
     }
     .await;

@@ -111,11 +111,14 @@ pub fn new_id() -> String {
 /// UUIDv7, RFC 9562 §5.7). The creation time it reveals is the token's
 /// `iat` anyway.
 pub fn new_ordered_id() -> String {
+    use std::fmt::Write;
     let random = u128::from_be_bytes(random_bytes::<16>()) >> 48;
-    format!(
-        "{:032x}",
-        u128::from(unix_millis() & 0xffff_ffff_ffff) << 80 | random
-    )
+    let id = u128::from(unix_millis() & 0xffff_ffff_ffff) << 80 | random;
+    // Sized at once: `format!` would grow it with `realloc`s (see
+    // `tessera_core::jwt::claims_json`).
+    let mut text = String::with_capacity(32);
+    let _ = write!(text, "{id:032x}");
+    text
 }
 
 /// A new refresh token: it leads with the millisecond it is issued, so that
