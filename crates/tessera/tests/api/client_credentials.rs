@@ -20,6 +20,8 @@ async fn basic_authentication_gets_a_verifiable_jwt() {
         )
         .await;
     assert_eq!(response.status(), 200);
+    // RFC 6749 §5.1: application/json, and not to be cached.
+    assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert_eq!(response.headers()["pragma"], "no-cache");
     let body: Value = response.json().await.unwrap();

@@ -29,6 +29,8 @@ async fn post_as(
 async fn introspect(app: &TestApp, tenant: &str, caller: &TestClient, token: &str) -> Value {
     let response = post_as(app, tenant, "introspect", caller, &[("token", token)]).await;
     assert_eq!(response.status(), 200);
+    // RFC 7662 §2.2: a JSON object, and not to be cached.
+    assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["cache-control"], "no-store");
     response.json().await.unwrap()
 }
