@@ -727,15 +727,15 @@ mod tests {
             .await;
         // A deferred constraint trigger fails the commit, after every
         // statement of the batch has succeeded.
-        for statement in [
-            "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN IF NEW.jti = 'refused-at-commit' THEN \
-             RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$",
-            "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON access_tokens \
-             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()",
-        ] {
-            sqlx::query(statement).execute(&schema.pool).await.unwrap();
-        }
+        schema
+            .execute_all(&[
+                "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.jti = 'refused-at-commit' THEN \
+                 RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$",
+                "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON access_tokens \
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()",
+            ])
+            .await;
         let batch = WriteBatch::new(schema.pool.clone());
         let outcomes = one_batch(
             &batch,
@@ -770,19 +770,18 @@ mod tests {
     /// database that stopped answering would. The attempts are counted by a
     /// sequence, which a rollback does not undo.
     async fn stall_inserts_of_stalls(schema: &Schema, from: i64) {
-        for statement in [
-            "CREATE SEQUENCE stall_attempts".to_owned(),
-            format!(
-                "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                 BEGIN IF NEW.jti = 'stalls' AND nextval('stall_attempts') >= {from} \
-                 THEN PERFORM pg_sleep(4); END IF; RETURN NEW; END $$"
-            ),
-            "CREATE TRIGGER stall BEFORE INSERT ON access_tokens \
-             FOR EACH ROW EXECUTE FUNCTION stall()"
-                .to_owned(),
-        ] {
-            sqlx::query(&statement).execute(&schema.pool).await.unwrap();
-        }
+        schema
+            .execute_all(&[
+                "CREATE SEQUENCE stall_attempts",
+                &format!(
+                    "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                     BEGIN IF NEW.jti = 'stalls' AND nextval('stall_attempts') >= {from} \
+                     THEN PERFORM pg_sleep(4); END IF; RETURN NEW; END $$"
+                ),
+                "CREATE TRIGGER stall BEFORE INSERT ON access_tokens \
+                 FOR EACH ROW EXECUTE FUNCTION stall()",
+            ])
+            .await;
     }
 
     /// A batch that failed (a grant whose client is gone) runs each job

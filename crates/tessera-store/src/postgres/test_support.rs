@@ -35,23 +35,30 @@ impl Schema {
         let store = crate::PostgresStore::connect(&url, &crate::PoolSettings::default())
             .await
             .unwrap();
-        for statement in [
-            "INSERT INTO tenants (name, access_token_ttl, refresh_token_ttl, \
+        execute_all(
+            &store.pool,
+            &[
+                "INSERT INTO tenants (name, access_token_ttl, refresh_token_ttl, \
              authorization_code_ttl, created_at) VALUES ('t', 60, 60, 60, 0)",
-            "INSERT INTO clients (client_id, tenant_id, name, auth_method, grant_types, \
+                "INSERT INTO clients (client_id, tenant_id, name, auth_method, grant_types, \
              redirect_uris, audiences, token_format, created_at) \
              SELECT 'client', id, 'c', 'none', '', '[]', '[]', 'opaque', 0 FROM tenants",
-            "INSERT INTO users (id, tenant_id, username, password_hash, created_at) \
+                "INSERT INTO users (id, tenant_id, username, password_hash, created_at) \
              SELECT 'user', id, 'u', 'x', 0 FROM tenants",
-        ] {
-            sqlx::query(statement).execute(&store.pool).await.unwrap();
-        }
+            ],
+        )
+        .await;
         Schema {
             admin,
             name,
             url,
             pool: store.pool,
         }
+    }
+
+    /// Runs `statements` in order on the schema.
+    pub(crate) async fn execute_all(&self, statements: &[&str]) {
+        execute_all(&self.pool, statements).await;
     }
 
     pub(crate) async fn count(&self, sql: &str) -> i64 {
@@ -95,5 +102,11 @@ impl Schema {
             .execute(&admin)
             .await
             .unwrap();
+    }
+}
+
+async fn execute_all(pool: &PgPool, statements: &[&str]) {
+    for statement in statements {
+        sqlx::query(statement).execute(pool).await.unwrap();
     }
 }
