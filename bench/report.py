@@ -4,7 +4,7 @@ import json
 import statistics
 import sys
 
-path, backend, startup_ms, idle_kb, duration, connections, rounds, pinned, tenants = sys.argv[1:10]
+path, backend, startup_ms, idle_kb, duration, connections, rounds, pinned, tenants, build = sys.argv[1:11]
 runs = [json.loads(line) for line in open(path)]
 
 NAMES = {
@@ -34,6 +34,7 @@ print(f"backend: {backend}; {duration} s per run, {connections} connections, wrk
       f"(oha at a fixed rate for 1p); "
       f"scenario 1 is the median of {rounds} interleaved rounds; "
       f"{'server on CPU 0, wrk on CPU 1' if pinned == '1' else 'server and wrk share both cores'}")
+print(f"build: {build}")
 print()
 print("| scenario | server | requests/s | p50 ms | p99 ms | errors | peak RSS MB "
       "| CPU µs/request |")

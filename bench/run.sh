@@ -3,13 +3,16 @@
 #
 #   bench/run.sh               # on SQLite
 #   bench/run.sh --postgres    # on PostgreSQL (BENCH_POSTGRES_URL)
+#   bench/run.sh --pgo         # both servers built by bench/pgo.sh
 #
 # Settings (environment): BENCH_DURATION seconds per run (10),
 # BENCH_CONNECTIONS (64), BENCH_ROUNDS of the interleaved headline comparison
 # (3), BENCH_TENANTS extra tenants for the last run (10000, 0 to skip),
 # BENCH_PIN=1 to pin the server to CPU 0 and wrk to CPU 1, BENCH_PEER_DIR,
 # BENCH_PACED_SHARE: the fixed rate of the paced run of scenario 1, as a
-# share of the limit's throughput (0.5; 0 to skip).
+# share of the limit's throughput (0.5; 0 to skip). BENCH_BIN_DIR: run the
+# tessera and bench-limit binaries found there instead of building them
+# (bench/pgo.sh's training pass).
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -26,7 +29,14 @@ PEER_DIR=${BENCH_PEER_DIR:-$root/../shared/peers/node-oidc-provider}
 SINGLE_USE_PER_SECOND=${BENCH_SINGLE_USE_PER_SECOND:-40000}
 PACED_SHARE=${BENCH_PACED_SHARE:-0.5}
 BACKEND=sqlite
-if [ "${1:-}" = "--postgres" ]; then BACKEND=postgres; fi
+PGO=0
+for arg in "$@"; do
+  case $arg in
+    --postgres) BACKEND=postgres ;;
+    --pgo) PGO=1 ;;
+    *) echo "usage: bench/run.sh [--postgres] [--pgo]" >&2; exit 2 ;;
+  esac
+done
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk" >&2
@@ -40,7 +50,18 @@ fi
 
 echo "building (release)" >&2
 cargo build --release -q -p tessera -p bench-limit -p bench-fixtures
+fixtures=$root/target/release/bench-fixtures
 bin=$root/target/release
+build="release"
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+  bin=$BENCH_BIN_DIR
+  build="binaries of $bin"
+elif [ "$PGO" = 1 ]; then
+  pgo_args=()
+  if [ "$BACKEND" = postgres ]; then pgo_args=(--postgres); fi
+  bin=$(bash "$root/bench/pgo.sh" "${pgo_args[@]}")
+  build="release with profile-guided optimisation (bench/pgo.sh), both servers"
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -237,12 +258,12 @@ record 3b tessera "$(run "$base" /t/bench/introspect "$resource_auth" "token=$jw
 
 single_use=$((DURATION * SINGLE_USE_PER_SECOND))
 echo "scenario 4: refresh token rotation (minting $single_use refresh tokens)" >&2
-"$bin/bench-fixtures" refresh-tokens --tenant bench --client="$web_id" --username bench \
+"$fixtures" refresh-tokens --tenant bench --client="$web_id" --username bench \
   --scope read --count "$single_use" > "$work/refresh.txt"
 record 4 tessera "$(run "$base" /t/bench/token "$web_auth" "" "$work/refresh.txt" "$server")"
 
 echo "scenario 5: authorization code with PKCE (minting $single_use codes)" >&2
-"$bin/bench-fixtures" codes --tenant bench --client="$web_id" --username bench --scope read \
+"$fixtures" codes --tenant bench --client="$web_id" --username bench --scope read \
   --redirect-uri http://127.0.0.1:9999/cb --count "$single_use" > "$work/codes.txt"
 record 5 tessera "$(run "$base" /t/bench/token "$web_auth" "" "$work/codes.txt" "$server")"
 
@@ -257,7 +278,7 @@ if [ "$EXTRA_TENANTS" -gt 0 ]; then
   if [ "$BACKEND" = sqlite ]; then
     python3 -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' \
       "$work/bench.db" "$work/control.db"
-    "$bin/bench-fixtures" tenants --prefix filler --count "$EXTRA_TENANTS" >/dev/null
+    "$fixtures" tenants --prefix filler --count "$EXTRA_TENANTS" >/dev/null
     echo "scenario 1 again on restarted servers, without and with $EXTRA_TENANTS more tenants: $ROUNDS rounds" >&2
     for round in $(seq 1 "$ROUNDS"); do
       TESSERA_DATABASE_URL="sqlite://$work/control.db" start_server
@@ -272,10 +293,10 @@ if [ "$EXTRA_TENANTS" -gt 0 ]; then
     start_server
     record 1c tessera "$(run "$base" /t/bench/token "$cc_auth" "$cc_body" "" "$server")"
     stop_server
-    "$bin/bench-fixtures" tenants --prefix filler --count "$EXTRA_TENANTS" >/dev/null
+    "$fixtures" tenants --prefix filler --count "$EXTRA_TENANTS" >/dev/null
     start_server
     record 1t tessera "$(run "$base" /t/bench/token "$cc_auth" "$cc_body" "" "$server")"
   fi
 fi
 
-python3 "$root/bench/report.py" "$results" "$BACKEND" "$first_startup_ms" "$idle_kb" "$DURATION" "$CONNECTIONS" "$ROUNDS" "${BENCH_PIN:-0}" "$EXTRA_TENANTS"
+python3 "$root/bench/report.py" "$results" "$BACKEND" "$first_startup_ms" "$idle_kb" "$DURATION" "$CONNECTIONS" "$ROUNDS" "${BENCH_PIN:-0}" "$EXTRA_TENANTS" "$build"

@@ -55,7 +55,17 @@ async fn main() {
         .route("/t/bench/token", post(token))
         .with_state(limit);
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-    axum::serve(listener, app).await.expect("serve");
+    // Returning from main on SIGTERM, rather than dying of it, lets a build
+    // instrumented for profile-guided optimisation write its profile
+    // (bench/pgo.sh).
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            terminate.recv().await;
+        })
+        .await
+        .expect("serve");
 }
 
 async fn token(State(limit): State<Arc<Limit>>, headers: HeaderMap, body: Bytes) -> Response {
