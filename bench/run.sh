@@ -28,6 +28,7 @@ PEER_DIR=${BENCH_PEER_DIR:-$root/../shared/peers/node-oidc-provider}
 # can consume, so that none is sent twice.
 SINGLE_USE_PER_SECOND=${BENCH_SINGLE_USE_PER_SECOND:-40000}
 PACED_SHARE=${BENCH_PACED_SHARE:-0.5}
+paced_run_wanted() { python3 -c 'import sys; sys.exit(float(sys.argv[1]) <= 0)' "$PACED_SHARE"; }
 BACKEND=sqlite
 PGO=0
 for arg in "$@"; do
@@ -42,7 +43,7 @@ if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
-if ! command -v oha >/dev/null 2>&1; then
+if paced_run_wanted && ! command -v oha >/dev/null 2>&1; then
   echo "installing oha (cargo install, a few minutes)" >&2
   # Pinned: its flags and JSON have changed between versions.
   cargo install -q --locked oha --version 1.16.0
@@ -233,7 +234,7 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "  round $round done" >&2
 done
 
-if python3 -c 'import sys; sys.exit(float(sys.argv[1]) <= 0)' "$PACED_SHARE"; then
+if paced_run_wanted; then
   rate=$(python3 -c '
 import json, statistics, sys
 rps = [json.loads(l)["figures"]["rps"] for l in open(sys.argv[1])
