@@ -12,7 +12,7 @@
 # BENCH_PACED_SHARE: the fixed rate of the paced run of scenario 1, as a
 # share of the limit's throughput (0.5; 0 to skip). BENCH_BIN_DIR: run the
 # tessera and bench-limit binaries found there instead of building them
-# (bench/pgo.sh's training pass).
+# (bench/pgo.sh's training pass); bench-fixtures is still built.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -49,8 +49,16 @@ if paced_run_wanted && ! command -v oha >/dev/null 2>&1; then
   cargo install -q --locked oha --version 1.16.0
 fi
 
+if [ -n "${BENCH_BIN_DIR:-}" ] && [ "$PGO" = 1 ]; then
+  echo "--pgo builds its own binaries: unset BENCH_BIN_DIR" >&2
+  exit 2
+fi
 echo "building (release)" >&2
-cargo build --release -q -p tessera -p bench-limit -p bench-fixtures
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+  cargo build --release -q -p bench-fixtures
+else
+  cargo build --release -q -p tessera -p bench-limit -p bench-fixtures
+fi
 fixtures=$root/target/release/bench-fixtures
 bin=$root/target/release
 build="release"

@@ -54,12 +54,13 @@ async fn main() {
     let app = Router::new()
         .route("/t/bench/token", post(token))
         .with_state(limit);
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     // Returning from main on SIGTERM, rather than dying of it, lets a build
     // instrumented for profile-guided optimisation write its profile
-    // (bench/pgo.sh).
+    // (bench/pgo.sh). Handled before the port opens: bench/run.sh may stop
+    // the program as soon as it accepts.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             terminate.recv().await;
