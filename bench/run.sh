@@ -54,7 +54,8 @@ if [ -n "${BENCH_BIN_DIR:-}" ] && [ "$PGO" = 1 ]; then
   exit 2
 fi
 echo "building (release)" >&2
-if [ -n "${BENCH_BIN_DIR:-}" ]; then
+if [ -n "${BENCH_BIN_DIR:-}" ] || [ "$PGO" = 1 ]; then
+  # The servers come from elsewhere; only the fixture tool is built here.
   cargo build --release -q -p bench-fixtures
 else
   cargo build --release -q -p tessera -p bench-limit -p bench-fixtures
