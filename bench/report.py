@@ -50,16 +50,23 @@ for scenario in ["1", "1p", "2", "3a", "3b", "4", "5", "1c", "1t"]:
 print()
 # Every round of scenario 1, of run 1p (where requests/s is the fixed rate
 # and the p99 is what tells) and of runs 1c and 1t, in the order run: the median hides how
-# far the machine moved during the run.
+# far the machine moved during the run. On a virtual machine, the share of
+# CPU time the hypervisor gave to others (steal) tells a slow round of the
+# host from one of the server.
+def round_figures(f):
+    steal = f.get("steal_pct")
+    return f"{f['rps']:,.0f} ({f['p99_ms']:.2f}" + ("" if steal is None else f", {steal:.0f} %") + ")"
+
+
 for scenario in ["1", "1p", "1c", "1t"]:
     by_server = {server: [r["figures"] for r in runs
                           if r["scenario"] == scenario and r["server"] == server]
                  for server in ["tessera", "limit", "peer"]}
     if by_server["tessera"]:
-        print(f"scenario {scenario} by round, requests/s (p99 ms):")
+        print(f"scenario {scenario} by round, requests/s (p99 ms, CPU time stolen):")
         for server, figures in by_server.items():
             if figures:
-                cells = ", ".join(f"{f['rps']:,.0f} ({f['p99_ms']:.2f})" for f in figures)
+                cells = ", ".join(round_figures(f) for f in figures)
                 print(f"  {server}: {cells}")
 print()
 headline = median("1", "tessera")
@@ -101,5 +108,15 @@ if paced and paced_limit:
     print(f"scenario 1 at a fixed {paced['rate']:,} requests/s, p99 Tessera / limit: "
           f"{paced['p99_ms'] / paced_limit['p99_ms']:.2f} "
           f"({paced['p99_ms']:.2f} ms / {paced_limit['p99_ms']:.2f} ms)")
+stolen = [(r["figures"]["steal_pct"], r["scenario"], r["server"]) for r in runs
+          if "steal_pct" in r["figures"]]
+if stolen:
+    most = max(stolen)
+    print(f"CPU time stolen from this machine during the runs: median "
+          f"{statistics.median(s[0] for s in stolen):.1f} %, at most {most[0]:.1f} % "
+          f"(scenario {most[1]}, {most[2]})")
+    if statistics.median(s[0] for s in stolen) > 5:
+        print("the hypervisor took much of this machine's CPU time: these figures say as much "
+              "about the host as about the servers")
 errors = sum(r["figures"]["errors"] for r in runs)
 print(f"errors in all runs: {errors}")

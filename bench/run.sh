@@ -143,13 +143,14 @@ first_startup_ms=$startup_ms
 # figures, with the peak RSS and the CPU time of PID during the run.
 run() {
   local url=$1 path=$2 auth=$3 body=$4 bodies=${5:-} pid=${6:-}
-  local cpu=0
+  local cpu=0 host
   if [ -n "$pid" ]; then echo 5 > "/proc/$pid/clear_refs"; cpu=$(cpu_ticks "$pid"); fi
+  host=$(host_ticks)
   local out
   out=$(BENCH_PATH="$path" BENCH_AUTH="$auth" BENCH_BODY="$body" BENCH_BODIES="$bodies" \
     BENCH_THREADS=$THREADS "${pin_wrk[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
     -s "$root/bench/lua/post.lua" "$url" | sed -n 's/^BENCH //p')
-  with_peak "$out" "$pid" "$cpu"
+  with_peak "$out" "$host" "$pid" "$cpu"
 }
 
 # paced URL PATH AUTH BODY RATE PID: one oha run at a fixed RATE of requests
@@ -161,8 +162,9 @@ run() {
 paced() {
   local url=$1 path=$2 auth=$3 body=$4 rate=$5 pid=$6
   echo 5 > "/proc/$pid/clear_refs"
-  local cpu
+  local cpu host
   cpu=$(cpu_ticks "$pid")
+  host=$(host_ticks)
   local out
   out=$("${pin_wrk[@]}" oha --no-tui --output-format json --stats-success-breakdown -w \
     -z "${DURATION}s" -c "$CONNECTIONS" -q "$rate" --latency-correction -m POST \
@@ -179,7 +181,7 @@ print(json.dumps({"requests": sent, "seconds": d["summary"]["total"],
                   "rps": sent / d["summary"]["total"], "rate": int(sys.argv[1]),
                   "p50_ms": p["p50"] * 1000, "p99_ms": p["p99"] * 1000,
                   "errors": sent - ok}))' "$rate")
-  with_peak "$out" "$pid" "$cpu"
+  with_peak "$out" "$host" "$pid" "$cpu"
 }
 
 # cpu_ticks PID: the user and system time of every thread of PID so far, in
@@ -187,13 +189,19 @@ print(json.dumps({"requests": sent, "seconds": d["summary"]["total"],
 # command name, which may hold spaces).
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
-# with_peak JSON [PID CPU_TICKS]: JSON with the peak RSS of PID since its
+# host_ticks: the machine's stolen and total CPU time so far, in clock
+# ticks (the first line of /proc/stat: steal is its eighth figure). On a
+# virtual machine, steal is time the hypervisor gave the CPUs to others.
+host_ticks() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+
+# with_peak JSON HOST_TICKS [PID CPU_TICKS]: JSON with the share of the
+# machine's CPU time stolen since HOST_TICKS, the peak RSS of PID since its
 # clear_refs, and its CPU time per request since it had used CPU_TICKS.
 with_peak() {
   local peak=0 cpu=0
-  if [ -n "${2:-}" ]; then
-    peak=$(awk '/VmHWM/ {print $2}' "/proc/$2/status")
-    cpu=$(( $(cpu_ticks "$2") - $3 ))
+  if [ -n "${3:-}" ]; then
+    peak=$(awk '/VmHWM/ {print $2}' "/proc/$3/status")
+    cpu=$(( $(cpu_ticks "$3") - $4 ))
   fi
   echo "$1" | python3 -c '
 import json, sys
@@ -201,7 +209,11 @@ d = json.load(sys.stdin)
 d["peak_rss_mb"] = round(int(sys.argv[1]) / 1024, 1)
 if int(sys.argv[2]) > 0 and d["requests"] > 0:
     d["cpu_us_per_request"] = round(int(sys.argv[2]) / int(sys.argv[3]) * 1e6 / d["requests"], 1)
-print(json.dumps(d))' "$peak" "$cpu" "$(getconf CLK_TCK)"
+steal0, total0 = map(int, sys.argv[4].split())
+steal1, total1 = map(int, sys.argv[5].split())
+if total1 > total0:
+    d["steal_pct"] = round(100 * (steal1 - steal0) / (total1 - total0), 1)
+print(json.dumps(d))' "$peak" "$cpu" "$(getconf CLK_TCK)" "$2" "$(host_ticks)"
 }
 
 results=$work/results.jsonl
