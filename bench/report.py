@@ -55,7 +55,9 @@ print()
 # host from one of the server.
 def round_figures(f):
     steal = f.get("steal_pct")
-    return f"{f['rps']:,.0f} ({f['p99_ms']:.2f}" + ("" if steal is None else f", {steal:.0f} %") + ")"
+    errors = f", {f['errors']} errors" if f["errors"] else ""
+    return (f"{f['rps']:,.0f} ({f['p99_ms']:.2f}" + ("" if steal is None else f", {steal:.0f} %")
+            + errors + ")")
 
 
 for scenario in ["1", "1p", "1c", "1t"]:
@@ -118,5 +120,17 @@ if stolen:
     if statistics.median(s[0] for s in stolen) > 5:
         print("the hypervisor took much of this machine's CPU time: these figures say as much "
               "about the host as about the servers")
+
+
+def error_kinds(figures):
+    """wrk's kinds of error (a timeout is a response slower than 2 s)."""
+    kinds = figures.get("error_kinds", {})
+    named = ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n)
+    return f": {named}" if named else ""
+
+
 errors = sum(r["figures"]["errors"] for r in runs)
-print(f"errors in all runs: {errors}")
+failing = "; ".join(f"{r['figures']['errors']} in scenario {r['scenario']} of {r['server']}"
+                    + error_kinds(r["figures"])
+                    for r in runs if r["figures"]["errors"])
+print(f"errors in all runs: {errors}" + (f" ({failing})" if failing else ""))
