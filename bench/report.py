@@ -37,16 +37,18 @@ print(f"backend: {backend}; {duration} s per run, {connections} connections, wrk
 print(f"build: {build}")
 print()
 print("| scenario | server | requests/s | p50 ms | p99 ms | errors | peak RSS MB "
-      "| CPU µs/request |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+      "| CPU µs/request | CPU time stolen |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for scenario in ["1", "1p", "2", "3a", "3b", "4", "5", "1c", "1t"]:
     for server in ["tessera", "limit", "peer"]:
         f = median(scenario, server)
         if f:
             cpu = f.get("cpu_us_per_request")
+            steal = f.get("steal_pct")
             print(f"| {NAMES[scenario]} | {server} | {f['rps']:,.0f} | {f['p50_ms']:.2f} | "
                   f"{f['p99_ms']:.2f} | {f['errors']} | {f['peak_rss_mb']} | "
-                  f"{'' if cpu is None else f'{cpu:.1f}'} |")
+                  f"{'' if cpu is None else f'{cpu:.1f}'} | "
+                  f"{'' if steal is None else f'{steal:.0f} %'} |")
 print()
 # Every round of scenario 1, of run 1p (where requests/s is the fixed rate
 # and the p99 is what tells) and of runs 1c and 1t, in the order run: the median hides how
