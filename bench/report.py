@@ -80,6 +80,20 @@ for server in ["limit", "peer"]:
     if f and headline:
         print(f"scenario 1, Tessera / {server}: {headline['rps'] / f['rps']:.2f}")
 
+# The same over the rounds in which the host took next to nothing: a round
+# of Tessera and the limit's round beside it, both with under 2 % stolen.
+CALM_STEAL_PCT = 2
+calm = [(t, lim) for t, lim in zip(
+            [r["figures"] for r in runs if r["scenario"] == "1" and r["server"] == "tessera"],
+            [r["figures"] for r in runs if r["scenario"] == "1" and r["server"] == "limit"])
+        if t.get("steal_pct", 100) < CALM_STEAL_PCT and lim.get("steal_pct", 100) < CALM_STEAL_PCT]
+if calm:
+    print(f"scenario 1 in the {len(calm)} of {rounds} rounds with under {CALM_STEAL_PCT} % stolen "
+          f"(medians): Tessera / limit "
+          f"{statistics.median(t['rps'] / lim['rps'] for t, lim in calm):.2f}, p99 Tessera "
+          f"{statistics.median(t['p99_ms'] for t, _ in calm):.2f} ms, limit "
+          f"{statistics.median(lim['p99_ms'] for _, lim in calm):.2f} ms")
+
 
 def cpu_per_request(server):
     """The median CPU time per request of the server's rounds of scenario 1."""
