@@ -20,14 +20,23 @@ NAMES = {
 }
 
 
-def median(scenario, server):
+def figures_of(scenario, server):
+    """The figures of the server's runs of the scenario, in the order run."""
+    return [r["figures"] for r in runs if r["scenario"] == scenario and r["server"] == server]
+
+
+def middle(found, scenario):
     """The run with the median requests/s of these (scenario 1 has rounds);
-    at a fixed rate (1p), the run with the median p99."""
-    found = [r["figures"] for r in runs if r["scenario"] == scenario and r["server"] == server]
+    at a fixed rate (1p), the run with the median p99. None if there are none."""
     if not found:
         return None
-    found.sort(key=lambda f: f["p99_ms"] if scenario == "1p" else f["rps"])
+    found = sorted(found, key=lambda f: f["p99_ms"] if scenario == "1p" else f["rps"])
     return found[len(found) // 2]
+
+
+def median(scenario, server):
+    """The server's median run of the scenario (see middle)."""
+    return middle(figures_of(scenario, server), scenario)
 
 
 print(f"backend: {backend}; {duration} s per run, {connections} connections, wrk -t2 "
@@ -63,9 +72,7 @@ def round_figures(f):
 
 
 for scenario in ["1", "1p", "1c", "1t"]:
-    by_server = {server: [r["figures"] for r in runs
-                          if r["scenario"] == scenario and r["server"] == server]
-                 for server in ["tessera", "limit", "peer"]}
+    by_server = {server: figures_of(scenario, server) for server in ["tessera", "limit", "peer"]}
     if by_server["tessera"]:
         print(f"scenario {scenario} by round, requests/s (p99 ms, CPU time stolen):")
         for server, figures in by_server.items():
@@ -83,22 +90,19 @@ for server in ["limit", "peer"]:
 # The same over the rounds in which the host took next to nothing: a round
 # of Tessera and the limit's round beside it, both with under 2 % stolen.
 CALM_STEAL_PCT = 2
-calm = [(t, lim) for t, lim in zip(
-            [r["figures"] for r in runs if r["scenario"] == "1" and r["server"] == "tessera"],
-            [r["figures"] for r in runs if r["scenario"] == "1" and r["server"] == "limit"])
+calm = [(t, lim) for t, lim in zip(figures_of("1", "tessera"), figures_of("1", "limit"))
         if t.get("steal_pct", 100) < CALM_STEAL_PCT and lim.get("steal_pct", 100) < CALM_STEAL_PCT]
 if calm:
+    # Each server's median round among them, as for the table.
+    t, lim = middle([t for t, _ in calm], "1"), middle([lim for _, lim in calm], "1")
     print(f"scenario 1 in the {len(calm)} of {rounds} rounds with under {CALM_STEAL_PCT} % stolen "
-          f"(medians): Tessera / limit "
-          f"{statistics.median(t['rps'] / lim['rps'] for t, lim in calm):.2f}, p99 Tessera "
-          f"{statistics.median(t['p99_ms'] for t, _ in calm):.2f} ms, limit "
-          f"{statistics.median(lim['p99_ms'] for _, lim in calm):.2f} ms")
+          f"(median rounds): Tessera / limit {t['rps'] / lim['rps']:.2f}, "
+          f"p99 Tessera {t['p99_ms']:.2f} ms, limit {lim['p99_ms']:.2f} ms")
 
 
 def cpu_per_request(server):
     """The median CPU time per request of the server's rounds of scenario 1."""
-    found = [r["figures"].get("cpu_us_per_request") for r in runs
-             if r["scenario"] == "1" and r["server"] == server]
+    found = [f.get("cpu_us_per_request") for f in figures_of("1", server)]
     found = [cpu for cpu in found if cpu]
     return statistics.median(found) if found else None
 
